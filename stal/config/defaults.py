@@ -1,0 +1,175 @@
+"""Every config key of stal, with its default and what it means.
+
+This is the only defaults file. YAML files in ``configs/`` hold only what differs from
+here; ``KEY VALUE`` pairs on the command line override the YAML. Names follow PySlowFast
+where the concept exists (RNG_SEED, OUTPUT_DIR, TRAIN.*, SOLVER.*, AVA.*), so configs and
+habits carry over. Only builders read this object; modules take explicit arguments.
+"""
+
+from fvcore.common.config import CfgNode
+
+_C = CfgNode()
+
+# Seed of every random choice in training (model init, sampling order, synthesis draws).
+_C.RNG_SEED = 0
+# Directory for config.yaml, log.jsonl, checkpoints and metrics.json of one run.
+_C.OUTPUT_DIR = "./output"
+# GPUs per machine; 0 trains on the CPU.
+_C.NUM_GPUS = 0
+# Log a line to log.jsonl every this many iterations.
+_C.LOG_PERIOD = 10
+
+# ---------------------------------------------------------------------------- train
+_C.TRAIN = CfgNode()
+# Run training (False: only evaluate the checkpoint in TEST.CHECKPOINT_FILE_PATH / OUTPUT_DIR).
+_C.TRAIN.ENABLE = True
+# Training data: "demo" (synthesized on the fly from the embedded demo banks) or "ava".
+_C.TRAIN.DATASET = "demo"
+# Clips per optimizer step (per process).
+_C.TRAIN.BATCH_SIZE = 8
+# Save a checkpoint every this many epochs (the last epoch is always saved).
+_C.TRAIN.CHECKPOINT_PERIOD = 1
+# Resume from the newest checkpoint in OUTPUT_DIR/checkpoints when there is one.
+_C.TRAIN.AUTO_RESUME = True
+# Keep only the newest this many epoch checkpoints (0 keeps all).
+_C.TRAIN.CHECKPOINT_KEEP = 3
+# Stop after this many iterations in total (0: no limit); for smoke tests.
+_C.TRAIN.MAX_ITERS = 0
+
+# ----------------------------------------------------------------------------- test
+_C.TEST = CfgNode()
+# Evaluate frame-mAP on the test split after training.
+_C.TEST.ENABLE = True
+# Test data: "demo" (the embedded AVA-format test split) or "ava".
+_C.TEST.DATASET = "demo"
+# Clips per forward pass at test time.
+_C.TEST.BATCH_SIZE = 16
+# Held-out synthesized clips (training distribution, unseen seed) for off-target energy.
+_C.TEST.NUM_ENERGY_CLIPS = 64
+
+# ----------------------------------------------------------------------------- data
+_C.DATA = CfgNode()
+# Frames per input clip (T).
+_C.DATA.NUM_FRAMES = 8
+# Take every this many frames of the source video when building a clip.
+_C.DATA.SAMPLING_RATE = 1
+# Input frames are resized/cropped to this square size (H = W, pixels).
+_C.DATA.CROP_SIZE = 64
+# Per-channel mean subtracted from clips in [0, 1] (RGB).
+_C.DATA.MEAN = [0.45, 0.45, 0.45]
+# Per-channel std dividing clips after the mean (RGB).
+_C.DATA.STD = [0.225, 0.225, 0.225]
+
+_C.DATA_LOADER = CfgNode()
+# Worker processes of the data loader (0: load in the main process).
+_C.DATA_LOADER.NUM_WORKERS = 0
+
+# ---------------------------------------------------------------------------- model
+_C.MODEL = CfgNode()
+# Registered detector name (see stal.models.MODEL_REGISTRY), e.g. "small3d", "x3d_xs".
+_C.MODEL.ARCH = "small3d"
+# Number of action classes the head predicts.
+_C.MODEL.NUM_CLASSES = 4
+# "softmax" (one action per actor: cross-entropy) or "bce" (multi-label, AVA: sigmoid BCE).
+_C.MODEL.LOSS_FUNC = "softmax"
+# Base channel width of the small 3D CNN.
+_C.MODEL.WIDTH = 16
+# Dropout before the classifier of the ROI head.
+_C.MODEL.DROPOUT_RATE = 0.0
+# RoIAlign output size (square) of the ROI head.
+_C.MODEL.ROI_SIZE = 4
+
+# --------------------------------------------------------------------------- solver
+_C.SOLVER = CfgNode()
+# "adamw" or "sgd".
+_C.SOLVER.OPTIMIZING_METHOD = "adamw"
+# Peak learning rate.
+_C.SOLVER.BASE_LR = 0.002
+# "cosine" (after warm-up, decay to 0 at the last iteration) or "constant".
+_C.SOLVER.LR_POLICY = "cosine"
+# Linear learning-rate warm-up length, in epochs (fractions allowed).
+_C.SOLVER.WARMUP_EPOCHS = 0.5
+# Number of training epochs.
+_C.SOLVER.MAX_EPOCH = 6
+# SGD momentum (ignored by adamw).
+_C.SOLVER.MOMENTUM = 0.9
+# Weight decay (decoupled for adamw).
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+
+# ------------------------------------------------------------------------ synthesis
+_C.SYNTHESIS = CfgNode()
+# Fewest actors pasted on one background clip.
+_C.SYNTHESIS.ACTORS_MIN = 1
+# Most actors pasted on one background clip.
+_C.SYNTHESIS.ACTORS_MAX = 2
+# Probability that the background's scene type is the one paired with the first actor's
+# action (the synthesis bias of real tube collections); otherwise the scene is uniform.
+_C.SYNTHESIS.SCENE_BIAS = 0.9
+# Clips synthesized per training epoch.
+_C.SYNTHESIS.CLIPS_PER_EPOCH = 2000
+
+# ------------------------------------------------------------------------- guidance
+_C.GUIDANCE = CfgNode()
+# Add the provenance-based input-gradient penalty to the task loss.
+_C.GUIDANCE.ENABLE = False
+# "exact": differentiate the input gradient (double backward).
+_C.GUIDANCE.MODE = "exact"
+# Weight lambda of the penalty (>= 0).
+_C.GUIDANCE.LAMBDA = 0.1
+# Score whose input gradient is guided: "task_loss" (the task loss of the actors' labels),
+# "logprob" (sum of log-probabilities of the labels) or "logit" (sum of the labels' logits).
+_C.GUIDANCE.SCORE = "task_loss"
+# Normalization of the off-target energy: "none", "count" (divide by the number of
+# off-target voxels) or "ratio" (divide by the total energy, detached: scale-free, in [0,1]).
+_C.GUIDANCE.NORM = "ratio"
+# Penalty norm: "l2" (squared) or "l1".
+_C.GUIDANCE.P = "l2"
+# Target region: "union" (one mask, union of all labelled sources; one extra backward).
+_C.GUIDANCE.REGION = "union"
+# Ramp lambda linearly from 0 over this many epochs (the penalty's gradient dominates at init).
+_C.GUIDANCE.WARMUP_EPOCHS = 1.0
+
+# ----------------------------------------------------------------------------- demo
+_C.DEMO = CfgNode()
+# Seed of the generated demo data (banks and test split); separate from RNG_SEED so the
+# same experiment can be repeated on freshly generated data.
+_C.DEMO.SEED = 0
+# Where the demo data is generated (created on first use, reused afterwards).
+_C.DEMO.ROOT = "./datasets/demo"
+# Actor tubes per action class in the training bank.
+_C.DEMO.TUBES_PER_CLASS = 24
+# Background clips per scene type in the training bank.
+_C.DEMO.BACKGROUNDS_PER_SCENE = 12
+# Videos in the AVA-format test split (scenes independent of the actions).
+_C.DEMO.TEST_VIDEOS = 48
+# Keyframes (seconds) annotated per test video.
+_C.DEMO.TEST_KEYFRAMES = 3
+# Frames per second of the demo test videos (AVA itself: 30).
+_C.DEMO.FPS = 8
+
+# ------------------------------------------------------------------------------ ava
+# Paths and conventions of a prepared AVA dataset (PySlowFast names).
+_C.AVA = CfgNode()
+# Root of frames/<video_id>/<video_id>_%06d.jpg.
+_C.AVA.FRAME_DIR = "./datasets/ava/frames"
+# Directory holding the annotation CSVs and the label map.
+_C.AVA.ANNOTATION_DIR = "./datasets/ava/annotations"
+# Ground truth of the training split (in ANNOTATION_DIR).
+_C.AVA.TRAIN_GT_BOX_LISTS = ["ava_train_v2.2.csv"]
+# Ground truth evaluated at test time (in ANNOTATION_DIR).
+_C.AVA.GROUNDTRUTH_FILE = "ava_val_v2.2.csv"
+# Person boxes used at test time, detector CSV with scores (in ANNOTATION_DIR).
+_C.AVA.TEST_PREDICT_BOX_LISTS = ["ava_val_predicted_boxes.csv"]
+# Keyframes excluded from evaluation (in ANNOTATION_DIR).
+_C.AVA.EXCLUSION_FILE = "ava_val_excluded_timestamps_v2.2.csv"
+# Label map of the evaluated classes (in ANNOTATION_DIR).
+_C.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+# Person boxes with a detector score below this are dropped at test time.
+_C.AVA.DETECTION_SCORE_THRESH = 0.9
+# Frames per second of the extracted frames (keyframe index = (second - 900) * FPS).
+_C.AVA.FPS = 30
+
+
+def get_cfg() -> CfgNode:
+    """A fresh, mutable copy of the defaults."""
+    return _C.clone()

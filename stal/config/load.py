@@ -1,0 +1,180 @@
+"""Load a config: defaults <- YAML file (with ``_BASE_``) <- ``KEY VALUE`` overrides.
+
+Unknown keys, wrong value types, YAML files that are not mappings and values outside
+their allowed range are :class:`stal.errors.ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from typing import Any, Sequence
+
+import yaml
+from fvcore.common.config import CfgNode
+
+from stal.errors import ConfigError
+from stal.config.defaults import get_cfg
+
+# Allowed values of string keys; checked after all merges.
+_CHOICES = {
+    "TRAIN.DATASET": ("demo", "ava"),
+    "TEST.DATASET": ("demo", "ava"),
+    "MODEL.LOSS_FUNC": ("softmax", "bce"),
+    "SOLVER.OPTIMIZING_METHOD": ("adamw", "sgd"),
+    "SOLVER.LR_POLICY": ("cosine", "constant"),
+    "GUIDANCE.MODE": ("exact",),
+    "GUIDANCE.SCORE": ("task_loss", "logprob", "logit"),
+    "GUIDANCE.NORM": ("none", "count", "ratio"),
+    "GUIDANCE.P": ("l2", "l1"),
+    "GUIDANCE.REGION": ("union",),
+}
+# Numeric keys that must be >= 0 (or > 0 for the second group).
+_NON_NEGATIVE = ("GUIDANCE.LAMBDA", "GUIDANCE.WARMUP_EPOCHS", "SOLVER.WARMUP_EPOCHS",
+                 "SOLVER.WEIGHT_DECAY", "NUM_GPUS", "DATA_LOADER.NUM_WORKERS",
+                 "TRAIN.MAX_ITERS", "TRAIN.CHECKPOINT_KEEP", "MODEL.DROPOUT_RATE")
+_POSITIVE = ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "SOLVER.BASE_LR", "SOLVER.MAX_EPOCH",
+             "DATA.NUM_FRAMES", "DATA.CROP_SIZE", "DATA.SAMPLING_RATE",
+             "MODEL.NUM_CLASSES", "SYNTHESIS.CLIPS_PER_EPOCH", "LOG_PERIOD",
+             "TRAIN.CHECKPOINT_PERIOD")
+
+
+def _read_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict:
+    """Read a YAML config as a dict, resolving ``_BASE_`` (relative to the file)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    if os.path.abspath(path) in _seen:
+        raise ConfigError(f"{path}: _BASE_ chain includes itself")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, "
+                          f"got {type(data).__name__}")
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return data
+    base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+    merged = _read_yaml(base_path, _seen + (os.path.abspath(path),))
+    _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(dst: dict, src: dict) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _deep_update(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def _merge_dict(cfg: CfgNode, data: dict, source: str, prefix: str = "") -> None:
+    """Merge ``data`` into ``cfg`` key by key, so errors can name the full key."""
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in cfg:
+            raise ConfigError(f"{source}: unknown config key {full}")
+        current = cfg[key]
+        if isinstance(current, CfgNode):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {full} is a section; expected a mapping, "
+                                  f"got {value!r}")
+            _merge_dict(current, value, source, full + ".")
+        else:
+            cfg[key] = _coerce(current, value, full, source)
+
+
+def _coerce(current: Any, value: Any, key: str, source: str) -> Any:
+    """Return ``value`` as the type of the default ``current`` or raise ConfigError."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(current, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(current, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    else:
+        return value
+    raise ConfigError(f"{source}: {key} expects a {type(current).__name__} "
+                      f"(default {current!r}), got {value!r}")
+
+
+def _parse_override(text: str) -> Any:
+    """A command-line value: a Python/YAML literal when it parses as one, else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _merge_opts(cfg: CfgNode, opts: Sequence[str]) -> None:
+    if len(opts) % 2:
+        raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd number: {list(opts)}")
+    for key, text in zip(opts[0::2], opts[1::2]):
+        node_check = cfg
+        for part in key.split("."):
+            if not isinstance(node_check, CfgNode) or part not in node_check:
+                raise ConfigError(f"command line: unknown config key {key}")
+            node_check = node_check[part]
+        nested: dict = {}
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_override(text)
+        _merge_dict(cfg, nested, "command line")
+
+
+def validate_cfg(cfg: CfgNode) -> None:
+    """Check value ranges and choices that types alone cannot express."""
+    def get(key: str) -> Any:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    for key, choices in _CHOICES.items():
+        if get(key) not in choices:
+            raise ConfigError(f"{key} must be one of {list(choices)}, got {get(key)!r}")
+    for key in _NON_NEGATIVE:
+        if get(key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {get(key)!r}")
+    for key in _POSITIVE:
+        if get(key) <= 0:
+            raise ConfigError(f"{key} must be > 0, got {get(key)!r}")
+    if not 0.0 <= cfg.SYNTHESIS.SCENE_BIAS <= 1.0:
+        raise ConfigError(f"SYNTHESIS.SCENE_BIAS must be in [0, 1], got {cfg.SYNTHESIS.SCENE_BIAS}")
+    if not 1 <= cfg.SYNTHESIS.ACTORS_MIN <= cfg.SYNTHESIS.ACTORS_MAX:
+        raise ConfigError("need 1 <= SYNTHESIS.ACTORS_MIN <= SYNTHESIS.ACTORS_MAX, got "
+                          f"{cfg.SYNTHESIS.ACTORS_MIN} and {cfg.SYNTHESIS.ACTORS_MAX}")
+    if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3:
+        raise ConfigError("DATA.MEAN and DATA.STD must have 3 values (RGB)")
+
+
+def load_cfg(path: str | None = None, opts: Sequence[str] = ()) -> CfgNode:
+    """Defaults, then the YAML file at ``path``, then ``opts`` (KEY VALUE ...); validated, frozen."""
+    cfg = get_cfg()
+    if path is not None:
+        _merge_dict(cfg, _read_yaml(path), path)
+    _merge_opts(cfg, opts)
+    validate_cfg(cfg)
+    cfg.freeze()
+    return cfg

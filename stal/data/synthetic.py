@@ -1,0 +1,84 @@
+"""Torch datasets over synthesized clips, and the batch layout the trainer consumes.
+
+Batch layout (training): ``clip`` float32 (B, 3, T, H, W) normalized; ``rois`` float32
+(R, 5) rows ``(batch_index, x1, y1, x2, y2)`` in input pixels at the keyframe; ``labels``
+int64 (R,); ``mask`` float32 (B, T, H, W) in [0, 1], the union of the labelled sources'
+visible weight (the guidance target region).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stal.data.demo import DemoBank, synthesize_sample
+from stal.structures import Sample
+
+
+def normalize_clip(clip: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(T, H, W, 3) in [0, 1] -> float32 tensor (3, T, H, W), per-channel (x - mean) / std."""
+    x = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).float()
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+    return (x - m) / s
+
+
+def sample_to_item(sample: Sample, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """A :class:`Sample` as the tensors of one training item (see the module docstring)."""
+    T, H, W, _ = sample.clip.shape
+    key = sample.boxes[:, sample.keyframe]
+    visible = ~np.isnan(key).any(1)
+    scale = np.array([W, H, W, H], np.float32)
+    return {
+        "clip": normalize_clip(sample.clip, mean, std),
+        "boxes": torch.from_numpy(key[visible] * scale),
+        "labels": torch.from_numpy(np.asarray(sample.labels)[visible]),
+        "mask": torch.from_numpy(sample.provenance.target_mask()),
+    }
+
+
+def collate_train(items: list[dict]) -> dict:
+    """Stack items into the training batch layout (ROIs get their batch index prepended)."""
+    rois = [torch.cat([torch.full((len(it["boxes"]), 1), float(b)), it["boxes"]], 1)
+            for b, it in enumerate(items)]
+    return {
+        "clip": torch.stack([it["clip"] for it in items]),
+        "rois": torch.cat(rois).float(),
+        "labels": torch.cat([it["labels"] for it in items]),
+        "mask": torch.stack([it["mask"] for it in items]),
+    }
+
+
+class DemoSynthesisDataset(Dataset):
+    """Training clips synthesized on the fly from the demo bank.
+
+    Sample ``i`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e, i)``, so it is
+    the same on any worker or rank and after a resume. Call :meth:`set_epoch` each epoch.
+    """
+
+    def __init__(self, *, bank_path: str, length: int, seed: int, num_frames: int,
+                 actors_min: int, actors_max: int, scene_bias: float,
+                 mean: Sequence[float], std: Sequence[float]):
+        self.bank = DemoBank(bank_path)
+        self.length, self.seed, self.epoch = length, seed, 0
+        self.num_frames, self.scene_bias = num_frames, scene_bias
+        self.actors = (actors_min, actors_max)
+        self.mean, self.std = list(mean), list(std)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, index: int) -> Sample:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        num_actors = int(rng.integers(self.actors[0], self.actors[1] + 1))
+        return synthesize_sample(self.bank, rng, num_frames=self.num_frames,
+                                 num_actors=num_actors, scene_bias=self.scene_bias)
+
+    def __getitem__(self, index: int) -> dict:
+        return sample_to_item(self.sample(index), self.mean, self.std)

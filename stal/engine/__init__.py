@@ -1,0 +1,1 @@
+"""Training loop, checkpoints, evaluation during and after training."""

@@ -1,0 +1,123 @@
+"""The only place (besides tools/) that reads the config: maps keys onto explicit arguments."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from fvcore.common.config import CfgNode
+from torch.utils.data import DataLoader
+
+from stal.errors import DataError
+from stal.guidance.penalty import GuidanceSpec
+from stal.models import build_detector
+from stal.objective import Objective
+
+
+def build_model(cfg: CfgNode) -> torch.nn.Module:
+    """The detector named by MODEL.ARCH; the differentiable RoIAlign only when exact guidance needs it."""
+    kwargs = {"roi_output_size": (cfg.MODEL.ROI_SIZE, cfg.MODEL.ROI_SIZE),
+              "dropout": cfg.MODEL.DROPOUT_RATE,
+              "double_backward": bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "exact")}
+    if cfg.MODEL.ARCH.startswith("small3d"):
+        kwargs["width"] = cfg.MODEL.WIDTH
+    return build_detector(cfg.MODEL.ARCH, num_classes=cfg.MODEL.NUM_CLASSES, **kwargs)
+
+
+def build_objective(cfg: CfgNode) -> Objective:
+    spec = None
+    if cfg.GUIDANCE.ENABLE:
+        spec = GuidanceSpec(score=cfg.GUIDANCE.SCORE, norm=cfg.GUIDANCE.NORM, p=cfg.GUIDANCE.P)
+    return Objective(loss_func=cfg.MODEL.LOSS_FUNC, guidance=spec)
+
+
+def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.SOLVER.OPTIMIZING_METHOD == "sgd":
+        return torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+                               weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    return torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+
+
+def demo_data(cfg: CfgNode):
+    """Generate (first use) or find the demo dataset of DEMO.SEED; returns its DemoPaths."""
+    from stal.data.demo import ensure_demo_data
+
+    return ensure_demo_data(
+        root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE,
+        tubes_per_class=cfg.DEMO.TUBES_PER_CLASS, backgrounds_per_scene=cfg.DEMO.BACKGROUNDS_PER_SCENE,
+        test_videos=cfg.DEMO.TEST_VIDEOS, test_keyframes=cfg.DEMO.TEST_KEYFRAMES, fps=cfg.DEMO.FPS,
+        max_actors=cfg.SYNTHESIS.ACTORS_MAX)
+
+
+def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int):
+    from stal.data.synthetic import DemoSynthesisDataset
+
+    return DemoSynthesisDataset(
+        bank_path=demo_data(cfg).bank, length=length, seed=seed, num_frames=cfg.DATA.NUM_FRAMES,
+        actors_min=cfg.SYNTHESIS.ACTORS_MIN, actors_max=cfg.SYNTHESIS.ACTORS_MAX,
+        scene_bias=cfg.SYNTHESIS.SCENE_BIAS, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+
+
+def _ava_path(cfg: CfgNode, name: str) -> str:
+    path = os.path.join(cfg.AVA.ANNOTATION_DIR, name)
+    if not os.path.isfile(path):
+        raise DataError(f"AVA file not found: {path}. Prepare AVA first (see README, "
+                        f"'Real datasets': python data_prep/extract_frames.py and the AVA "
+                        f"annotation CSVs in AVA.ANNOTATION_DIR)")
+    return path
+
+
+def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score_thresh: float):
+    import numpy as np
+    from stal.data.ava import AvaKeyframeDataset
+    from stal.data.ava_format import AvaTable, read_ava_csv
+
+    tables = [read_ava_csv(_ava_path(cfg, n)) for n in csv_names]
+    table = AvaTable(**{f: np.concatenate([getattr(t, f) for t in tables])
+                        for f in ("video", "timestamp", "boxes", "action", "extra")})
+    if not with_labels:
+        keep = table.extra >= score_thresh
+        table = AvaTable(**{f: getattr(table, f)[keep] for f in ("video", "timestamp", "boxes", "action", "extra")})
+    if not os.path.isdir(cfg.AVA.FRAME_DIR):
+        raise DataError(f"AVA frame directory not found: {cfg.AVA.FRAME_DIR}. Extract frames with "
+                        f"python data_prep/extract_frames.py (see README)")
+    return AvaKeyframeDataset(
+        frame_dir=cfg.AVA.FRAME_DIR, table=table, fps=cfg.AVA.FPS, num_frames=cfg.DATA.NUM_FRAMES,
+        sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE, mean=cfg.DATA.MEAN,
+        std=cfg.DATA.STD, num_classes=cfg.MODEL.NUM_CLASSES if with_labels else None)
+
+
+def build_train_loader(cfg: CfgNode) -> DataLoader:
+    """Training batches in the layout of :mod:`stal.data.synthetic`, shuffled per epoch."""
+    from stal.data.synthetic import collate_train
+
+    if cfg.TRAIN.DATASET == "demo":
+        dataset = build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH)
+    else:
+        dataset = _ava_dataset(cfg, list(cfg.AVA.TRAIN_GT_BOX_LISTS), with_labels=True, score_thresh=0.0)
+    return DataLoader(dataset, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=True, drop_last=True,
+                      num_workers=cfg.DATA_LOADER.NUM_WORKERS, collate_fn=collate_train,
+                      generator=torch.Generator().manual_seed(cfg.RNG_SEED))
+
+
+def build_test_split(cfg: CfgNode) -> dict:
+    """The evaluated split: keyframe dataset over person boxes, ground truth, label map, exclusions."""
+    from stal.data.ava import AvaKeyframeDataset
+    from stal.data.ava_format import read_ava_csv, read_excluded, read_labelmap
+
+    if cfg.TEST.DATASET == "demo":
+        paths = demo_data(cfg)
+        boxes = read_ava_csv(paths.person_boxes_csv)
+        dataset = AvaKeyframeDataset(
+            frame_dir=paths.frames, table=boxes, fps=cfg.DEMO.FPS, num_frames=cfg.DATA.NUM_FRAMES,
+            sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE,
+            mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+        return {"dataset": dataset, "gt": read_ava_csv(paths.gt_csv),
+                "labelmap": read_labelmap(paths.labelmap), "excluded": set()}
+    dataset = _ava_dataset(cfg, list(cfg.AVA.TEST_PREDICT_BOX_LISTS), with_labels=False,
+                           score_thresh=cfg.AVA.DETECTION_SCORE_THRESH)
+    excl = os.path.join(cfg.AVA.ANNOTATION_DIR, cfg.AVA.EXCLUSION_FILE)
+    return {"dataset": dataset, "gt": read_ava_csv(_ava_path(cfg, cfg.AVA.GROUNDTRUTH_FILE)),
+            "labelmap": read_labelmap(_ava_path(cfg, cfg.AVA.LABEL_MAP_FILE)),
+            "excluded": read_excluded(excl) if os.path.isfile(excl) else set()}
