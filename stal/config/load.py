@@ -101,6 +101,11 @@ def _coerce(current: Any, value: Any, key: str, source: str) -> Any:
     elif isinstance(current, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-7" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif isinstance(current, str):
         if isinstance(value, str):
             return value
