@@ -1,0 +1,700 @@
+"""Reading and writing the AVA annotation formats (v2.1 / v2.2).
+
+Formats (https://research.google.com/ava/download.html, and the ActivityNet
+evaluator ``Evaluation/get_ava_performance.py`` that reads them):
+
+* Box CSV, no header, one row per (person box, action)::
+
+      video_id,timestamp,x1,y1,x2,y2,action_id,person_id_or_score
+
+  ``timestamp`` is an integer second (keyframe), written zero padded as ``0902``
+  in the official files; ``x1, y1, x2, y2`` are normalized to [0, 1] with
+  (0, 0) the top-left and (1, 1) the bottom-right corner of the frame.  The
+  last column is the person (track) id in ground-truth files and the score in
+  detection files.  Person-detector CSVs leave ``action_id`` empty.
+* Excluded-timestamps CSV: ``video_id,timestamp`` rows.
+* Label map ``.pbtxt``: ``item { name: "..." id: N }`` blocks (the 2018/2019
+  ActivityNet lists) or ``label { name: "..." label_id: N label_type: ... }``
+  blocks (the full ``ava_action_list_v2.x.pbtxt``).
+
+Choices made here (the official readers are plain ``csv.reader`` loops):
+
+* A 7-column row (no last column) is accepted, as the official reader does;
+  its ``extra`` is 1.0, the score the official reader gives such a row.
+* The reader accepts timestamps with or without zero padding (``902`` and
+  ``0902`` are the same keyframe, as in the official ``"%s,%04d"`` key); the
+  writer zero pads to 4 digits like the official ground-truth files.
+* Fields are not quoted (AVA files never are); blank lines are skipped.
+* Bad input raises :class:`AvaFormatError` whose message is
+  ``<file>:<line>: <what was expected>`` (1-based line numbers).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from stal.errors import DataError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id_or_score",
+)
+_CSV_LAYOUT = ",".join(CSV_COLUMNS)
+
+
+class AvaFormatError(DataError):
+    """An AVA file is malformed; the message names the file, the line and what was expected."""
+
+
+# ----------------------------------------------------------------------------------------
+# Table
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class AvaTable:
+    """Rows of an AVA box CSV as column arrays (N rows).
+
+    Attributes:
+        video: object array (N,) of video id strings.
+        timestamp: int64 (N,), keyframe second.
+        boxes: float (N, 4), normalized ``x1, y1, x2, y2`` in [0, 1], (0, 0) the
+            top-left corner of the frame; no +1 pixel convention.  float32 by
+            default; float64 when read with ``float_dtype=np.float64`` (the
+            evaluator does this to reproduce the official numbers bit for bit).
+        action: int64 (N,), action id; -1 where the CSV column is empty
+            (person-detector CSVs).
+        extra: float (N,), person id for ground truth, score for detections;
+            same float dtype as ``boxes``.
+    """
+
+    video: np.ndarray
+    timestamp: np.ndarray
+    boxes: np.ndarray
+    action: np.ndarray
+    extra: np.ndarray
+
+    def __post_init__(self) -> None:
+        # Coerce to the documented dtypes so code that builds tables from lists works,
+        # and check shapes once here instead of in every consumer.
+        self.video = np.asarray(self.video, dtype=object).reshape(-1)
+        self.timestamp = np.asarray(self.timestamp, dtype=np.int64).reshape(-1)
+        float_dtype = _float_dtype_of(self.boxes)
+        self.boxes = np.asarray(self.boxes, dtype=float_dtype).reshape(-1, 4)
+        self.action = np.asarray(self.action, dtype=np.int64).reshape(-1)
+        self.extra = np.asarray(self.extra, dtype=float_dtype).reshape(-1)
+        n = len(self.video)
+        sizes = {
+            "timestamp": len(self.timestamp), "boxes": len(self.boxes),
+            "action": len(self.action), "extra": len(self.extra),
+        }
+        wrong = {k: v for k, v in sizes.items() if v != n}
+        if wrong:
+            raise ValueError(f"AvaTable columns differ in length: video has {n} rows, {wrong}")
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    @classmethod
+    def empty(cls, float_dtype: type = np.float32) -> "AvaTable":
+        """A table with no rows."""
+        return cls(
+            video=np.empty(0, dtype=object),
+            timestamp=np.empty(0, dtype=np.int64),
+            boxes=np.empty((0, 4), dtype=float_dtype),
+            action=np.empty(0, dtype=np.int64),
+            extra=np.empty(0, dtype=float_dtype),
+        )
+
+    def take(self, index: np.ndarray) -> "AvaTable":
+        """Rows selected by an integer index array or a boolean mask of length N."""
+        return AvaTable(
+            video=self.video[index],
+            timestamp=self.timestamp[index],
+            boxes=self.boxes[index],
+            action=self.action[index],
+            extra=self.extra[index],
+        )
+
+    @classmethod
+    def concatenate(cls, tables: Sequence["AvaTable"]) -> "AvaTable":
+        """Rows of all ``tables`` in order (float dtype of the first table)."""
+        if not tables:
+            return cls.empty()
+        float_dtype = tables[0].boxes.dtype
+        return cls(
+            video=np.concatenate([t.video for t in tables]),
+            timestamp=np.concatenate([t.timestamp for t in tables]),
+            boxes=np.concatenate([t.boxes.astype(float_dtype) for t in tables]),
+            action=np.concatenate([t.action for t in tables]),
+            extra=np.concatenate([t.extra.astype(float_dtype) for t in tables]),
+        )
+
+
+def _float_dtype_of(array: object) -> np.dtype:
+    """float64 when given float64 data, float32 otherwise (the documented default)."""
+    dtype = getattr(array, "dtype", None)
+    if dtype is not None and dtype == np.float64:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def frame_key(video: str, timestamp: int) -> str:
+    """The official keyframe key ``"<video_id>,<%04d timestamp>"``, e.g. ``"abc,0902"``."""
+    return "%s,%04d" % (video, int(timestamp))
+
+
+# ----------------------------------------------------------------------------------------
+# Files: reading text and writing atomically
+# ----------------------------------------------------------------------------------------
+
+
+def _read_text(path: PathLike) -> str:
+    """Whole file as text, newlines normalized to ``\\n``; a missing file is a DataError."""
+    try:
+        # utf-8-sig: tolerate a byte-order mark written by spreadsheet programs.
+        with open(path, "r", encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    return text.replace("\r\n", "\n")
+
+
+def atomic_write_text(path: PathLike, text: str, *, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
+
+    Writes a temporary file in the same directory (so ``os.replace`` is a rename on
+    one file system), flushes and fsyncs it, then replaces ``path``.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600; keep an existing file's mode, else the usual 0644.
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename itself (best effort: not every platform can open a directory)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+# ----------------------------------------------------------------------------------------
+# Box CSV: reading
+# ----------------------------------------------------------------------------------------
+
+
+class _FastPathFailed(Exception):
+    """The vectorised parse met something it does not handle; the line-by-line pass decides."""
+
+
+def read_ava_csv(path: PathLike, *, float_dtype: type = np.float32) -> AvaTable:
+    """Read an AVA box CSV (ground truth, detections or person-detector boxes).
+
+    Args:
+        path: CSV without header, rows ``video_id,timestamp,x1,y1,x2,y2,action_id,
+            person_id_or_score`` (the last column may be missing: ``extra`` = 1.0).
+        float_dtype: dtype of ``boxes`` and ``extra``; ``np.float64`` keeps the exact
+            values the official evaluator parses.
+
+    Returns:
+        AvaTable with N rows in file order (blank lines skipped).
+
+    Raises:
+        DataError: the file cannot be read.
+        AvaFormatError: a row has the wrong number of columns, a non-numeric value, a
+            timestamp that is not a non-negative integer, a coordinate outside [0, 1],
+            x2 < x1 or y2 < y1, or a non-finite last column.  The message names the
+            file and the 1-based line number.
+    """
+    text = _read_text(path)
+    lines = text.split("\n")
+    try:
+        return _parse_csv_fast(lines, float_dtype)
+    except _FastPathFailed:
+        # The slow pass re-reads every line with full checks: it either raises an error
+        # that names the offending line or (for layouts the fast path skips, such as
+        # blank lines or mixed 7/8-column rows) returns the table.
+        return _parse_csv_slow(path, lines, float_dtype)
+
+
+def _parse_csv_fast(lines: list[str], float_dtype: type) -> AvaTable:
+    """Vectorised parse of well-formed files; raises _FastPathFailed on anything unusual."""
+    while lines and lines[-1] == "":
+        lines = lines[:-1]
+    n = len(lines)
+    if n == 0:
+        return AvaTable.empty(float_dtype)
+    if "" in lines:
+        raise _FastPathFailed
+    comma_counts = set(map(str.count, lines, itertools.repeat(",", n)))
+    if len(comma_counts) != 1:
+        raise _FastPathFailed
+    num_columns = comma_counts.pop() + 1
+    if num_columns not in (7, 8):
+        raise _FastPathFailed
+    fields = ",".join(lines).split(",")
+    for column in range(1, num_columns):
+        # Python's int()/float() accept "1_000"; the CSV format does not.
+        if "_" in "".join(fields[column::num_columns]):
+            raise _FastPathFailed
+    try:
+        videos = fields[0::num_columns]
+        timestamps = np.fromiter(map(int, fields[1::num_columns]), dtype=np.int64, count=n)
+        coords = np.empty((n, 4), dtype=np.float64)
+        for j in range(4):
+            coords[:, j] = np.fromiter(map(float, fields[2 + j::num_columns]), np.float64, n)
+        action_fields = fields[6::num_columns]
+        try:
+            actions = np.fromiter(map(int, action_fields), np.int64, n)
+        except ValueError:  # empty action fields (person-detector CSVs) -> -1
+            actions = np.fromiter(map(_parse_action_loose, action_fields), np.int64, n)
+        if num_columns == 8:
+            extra = np.fromiter(map(float, fields[7::8]), dtype=np.float64, count=n)
+        else:
+            extra = np.ones(n, dtype=np.float64)
+    except (ValueError, OverflowError):
+        raise _FastPathFailed from None
+    if not all(_valid_video_id(v) for v in set(videos)):
+        raise _FastPathFailed
+    if (timestamps < 0).any() or not _boxes_valid(coords).all() or not np.isfinite(extra).all():
+        raise _FastPathFailed
+    return AvaTable(
+        video=np.array(videos, dtype=object),
+        timestamp=timestamps,
+        boxes=coords.astype(float_dtype),
+        action=actions,
+        extra=extra.astype(float_dtype),
+    )
+
+
+def _parse_action_loose(field: str) -> int:
+    """Action id, -1 for an empty field (fast path; the slow path explains failures)."""
+    return int(field) if field.strip() else -1
+
+
+def _valid_video_id(video: str) -> bool:
+    return bool(video) and video == video.strip()
+
+
+def _boxes_valid(coords: np.ndarray) -> np.ndarray:
+    """(N,) bool: all coordinates in [0, 1] (NaN fails) and x1 <= x2, y1 <= y2."""
+    inside = ((coords >= 0.0) & (coords <= 1.0)).all(axis=1)
+    ordered = (coords[:, 0] <= coords[:, 2]) & (coords[:, 1] <= coords[:, 3])
+    return inside & ordered
+
+
+def _parse_csv_slow(path: PathLike, lines: list[str], float_dtype: type) -> AvaTable:
+    """Line-by-line parse with full checks; the first bad line raises AvaFormatError."""
+    videos: list[str] = []
+    timestamps: list[int] = []
+    coords: list[tuple[float, float, float, float]] = []
+    actions: list[int] = []
+    extras: list[float] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        video, timestamp, box, action, extra = _parse_csv_row(path, lineno, line)
+        videos.append(video)
+        timestamps.append(timestamp)
+        coords.append(box)
+        actions.append(action)
+        extras.append(extra)
+    if not videos:
+        return AvaTable.empty(float_dtype)
+    return AvaTable(
+        video=np.array(videos, dtype=object),
+        timestamp=np.array(timestamps, dtype=np.int64),
+        boxes=np.array(coords, dtype=np.float64).astype(float_dtype),
+        action=np.array(actions, dtype=np.int64),
+        extra=np.array(extras, dtype=np.float64).astype(float_dtype),
+    )
+
+
+def _parse_csv_row(
+    path: PathLike, lineno: int, line: str
+) -> tuple[str, int, tuple[float, float, float, float], int, float]:
+    """One CSV row -> (video, timestamp, (x1, y1, x2, y2), action, extra)."""
+    fields = line.split(",")
+    if len(fields) not in (7, 8):
+        raise AvaFormatError(
+            f"{path}:{lineno}: expected 8 columns ({_CSV_LAYOUT}) or 7 (without the last), "
+            f"got {len(fields)}"
+        )
+    video = fields[0]
+    if not _valid_video_id(video):
+        raise AvaFormatError(
+            f"{path}:{lineno}: column 1 (video_id): expected a non-empty id without "
+            f"surrounding spaces, got {video!r}"
+        )
+    timestamp = _parse_int_field(fields[1])
+    if timestamp is None or timestamp < 0:
+        looks_like_header = lineno == 1 and not any(ch.isdigit() for ch in fields[1])
+        hint = " (AVA CSV files have no header row)" if looks_like_header else ""
+        raise AvaFormatError(
+            f"{path}:{lineno}: column 2 (timestamp): expected a non-negative integer "
+            f"number of seconds, got {fields[1]!r}{hint}"
+        )
+    values = []
+    for j, name in enumerate(("x1", "y1", "x2", "y2")):
+        value = _parse_float_field(path, lineno, fields[2 + j], 3 + j, name)
+        if not 0.0 <= value <= 1.0:
+            raise AvaFormatError(
+                f"{path}:{lineno}: column {3 + j} ({name}): expected a normalized "
+                f"coordinate in [0, 1], got {fields[2 + j]!r}"
+            )
+        values.append(value)
+    x1, y1, x2, y2 = values
+    if x2 < x1 or y2 < y1:
+        raise AvaFormatError(
+            f"{path}:{lineno}: expected x1 <= x2 and y1 <= y2, got box "
+            f"({x1}, {y1}, {x2}, {y2})"
+        )
+    if fields[6].strip():
+        action = _parse_int_field(fields[6])
+        if action is None:
+            raise AvaFormatError(
+                f"{path}:{lineno}: column 7 (action_id): expected an integer or an empty "
+                f"field, got {fields[6]!r}"
+            )
+    else:
+        action = -1
+    if len(fields) == 8:
+        extra = _parse_float_field(path, lineno, fields[7], 8, "person_id_or_score")
+        if not math.isfinite(extra):
+            raise AvaFormatError(
+                f"{path}:{lineno}: column 8 (person_id_or_score): expected a finite "
+                f"number, got {fields[7]!r}"
+            )
+    else:
+        extra = 1.0
+    return video, timestamp, (x1, y1, x2, y2), action, extra
+
+
+def _parse_int_field(field: str) -> int | None:
+    """int(field), or None when it is not a plain integer that fits int64 (the caller
+    words the error)."""
+    if "_" in field:
+        return None
+    try:
+        value = int(field)
+    except ValueError:
+        return None
+    return value if -(2**63) <= value < 2**63 else None
+
+
+def _parse_float_field(path: PathLike, lineno: int, field: str, column: int, name: str) -> float:
+    if "_" not in field:
+        try:
+            return float(field)
+        except ValueError:
+            pass
+    raise AvaFormatError(
+        f"{path}:{lineno}: column {column} ({name}): expected a number, got {field!r}"
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# Box CSV: writing
+# ----------------------------------------------------------------------------------------
+
+
+def write_ava_csv(
+    path: PathLike,
+    table: AvaTable,
+    *,
+    score: bool = False,
+    box_decimals: int = 3,
+    score_decimals: int = 6,
+) -> None:
+    """Write ``table`` as an AVA box CSV, atomically.
+
+    Args:
+        path: destination file.
+        table: rows to write, in order.
+        score: False for ground truth (last column = integer person id), True for
+            detections (last column = score with ``score_decimals`` decimals).
+        box_decimals: decimals of the normalized coordinates (AVA files use 3).
+        score_decimals: decimals of the score (AVA prediction files use 6).
+
+    Timestamps are zero padded to 4 digits (``0902``) like the official files; an
+    action id of -1 is written as an empty field (person-detector CSV layout).
+
+    Raises:
+        ValueError: the table holds something the reader would reject (a box outside
+            [0, 1] or with x2 < x1 / y2 < y1, a negative timestamp, a non-finite last
+            column, a video id with a comma or a newline), or ``score`` is False and
+            a person id is not an integer.
+    """
+    for video in set(table.video.tolist()):
+        if not isinstance(video, str) or "," in video or "\n" in video or not video:
+            raise ValueError(f"video id {video!r} cannot be written to a CSV row")
+    # Refuse to write a file that read_ava_csv would reject.
+    bad = np.flatnonzero(~_boxes_valid(table.boxes.astype(np.float64)))
+    if len(bad):
+        raise ValueError(
+            f"row {bad[0]} has box {table.boxes[bad[0]].tolist()}: expected normalized "
+            f"x1 <= x2, y1 <= y2 in [0, 1] ({len(bad)} such rows)"
+        )
+    if len(table) and (table.timestamp.min() < 0 or not np.isfinite(table.extra).all()):
+        raise ValueError("timestamps must be non-negative and person ids / scores finite")
+    extra = table.extra.astype(np.float64)
+    if not score and not np.array_equal(extra, np.round(extra)):
+        raise ValueError("person ids must be integers; pass score=True to write scores")
+    box_format = ",".join([f"%.{box_decimals}f"] * 4)
+    last_format = f"%.{score_decimals}f" if score else "%d"
+    row_format = f"%s,%04d,{box_format},%s,{last_format}\n"
+    boxes = table.boxes.astype(np.float64).tolist()
+    last = extra.tolist() if score else np.round(extra).astype(np.int64).tolist()
+    actions = ["" if a == -1 else str(a) for a in table.action.tolist()]
+    text = "".join(
+        row_format % (v, t, b[0], b[1], b[2], b[3], a, e)
+        for v, t, b, a, e in zip(table.video.tolist(), table.timestamp.tolist(), boxes, actions, last)
+    )
+    atomic_write_text(path, text)
+
+
+# ----------------------------------------------------------------------------------------
+# Excluded timestamps
+# ----------------------------------------------------------------------------------------
+
+
+def read_excluded(path: PathLike) -> set[tuple[str, int]]:
+    """Read an excluded-timestamps CSV (``video_id,timestamp`` rows, no header).
+
+    Returns:
+        Set of ``(video_id, timestamp)``.
+
+    Raises:
+        DataError / AvaFormatError naming the file and line.
+    """
+    excluded: set[tuple[str, int]] = set()
+    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        if len(fields) != 2:
+            raise AvaFormatError(
+                f"{path}:{lineno}: expected 2 columns (video_id,timestamp), got {len(fields)}"
+            )
+        video, timestamp_field = fields
+        if not _valid_video_id(video):
+            raise AvaFormatError(
+                f"{path}:{lineno}: column 1 (video_id): expected a non-empty id without "
+                f"surrounding spaces, got {video!r}"
+            )
+        timestamp = _parse_int_field(timestamp_field)
+        if timestamp is None or timestamp < 0:
+            raise AvaFormatError(
+                f"{path}:{lineno}: column 2 (timestamp): expected a non-negative integer "
+                f"number of seconds, got {timestamp_field!r}"
+            )
+        excluded.add((video, timestamp))
+    return excluded
+
+
+# ----------------------------------------------------------------------------------------
+# Label map (.pbtxt)
+# ----------------------------------------------------------------------------------------
+
+# One token of the protobuf text format: a quoted string, a brace, a colon, or a bare word
+# (identifier or number). "#" starts a comment; "," and ";" are optional field separators.
+_PBTXT_TOKEN = re.compile(
+    r"""\s*(?:(?P<comment>\#.*)
+          |(?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+          |(?P<punct>[{}:,;])
+          |(?P<word>[^\s{}:,;"'\#]+))""",
+    re.VERBOSE,
+)
+_BLOCK_NAMES = ("item", "label")
+_NAME_KEYS = ("name", "display_name")
+_ID_KEYS = ("id", "label_id")
+
+
+def _tokenize_pbtxt(path: PathLike, text: str) -> list[tuple[str, str, int]]:
+    """(kind, value, line) tokens; kind is 'string', 'punct' or 'word'."""
+    tokens: list[tuple[str, str, int]] = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        pos = 0
+        while pos < len(line):
+            if not line[pos:].strip():
+                break
+            match = _PBTXT_TOKEN.match(line, pos)
+            if match is None:
+                raise AvaFormatError(
+                    f"{path}:{lineno}: cannot read label map text at {line[pos:].strip()[:20]!r} "
+                    f"(unterminated string?)"
+                )
+            pos = match.end()
+            kind = match.lastgroup
+            if kind == "comment":
+                break
+            value = match.group(kind)
+            if kind == "punct" and value in ",;":
+                continue
+            tokens.append((kind, value, lineno))
+    return tokens
+
+
+def _unquote(token: str) -> str:
+    """Body of a quoted pbtxt string with the usual backslash escapes resolved."""
+    body = token[1:-1]
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+
+
+def read_labelmap(path: PathLike) -> dict[int, str]:
+    """Read an AVA label map ``.pbtxt``.
+
+    Accepts ``item { name: "..." id: N }`` and ``label { name: "..." label_id: N
+    label_type: ... }`` blocks, on one line or several; ``display_name`` is used
+    when ``name`` is absent; other fields (and nested blocks) are ignored.
+
+    Returns:
+        ``{class_id: name}`` in file order.
+
+    Raises:
+        DataError / AvaFormatError naming the file and line (syntax error, block
+        without id or name, non-integer or duplicate id).
+    """
+    tokens = _tokenize_pbtxt(path, _read_text(path))
+    labelmap: dict[int, str] = {}
+    i = 0
+    while i < len(tokens):
+        kind, value, lineno = tokens[i]
+        if kind != "word" or value not in _BLOCK_NAMES:
+            raise AvaFormatError(
+                f"{path}:{lineno}: expected a label block 'item {{ name: \"...\" id: N }}', "
+                f"got {value!r}"
+            )
+        i = _expect_open_brace(path, tokens, i + 1, lineno)
+        fields, i = _read_pbtxt_block(path, tokens, i, lineno)
+        class_id, name = _labelmap_entry(path, lineno, fields)
+        if class_id in labelmap:
+            raise AvaFormatError(f"{path}:{lineno}: duplicate class id {class_id}")
+        labelmap[class_id] = name
+    return labelmap
+
+
+def _expect_open_brace(path: PathLike, tokens: list[tuple[str, str, int]], i: int, lineno: int) -> int:
+    """Index after ``{`` (an optional ``:`` before it is allowed by the text format)."""
+    if i < len(tokens) and tokens[i][1] == ":" and tokens[i][0] == "punct":
+        i += 1
+    if i >= len(tokens) or tokens[i][:2] != ("punct", "{"):
+        got = tokens[i][1] if i < len(tokens) else "end of file"
+        line = tokens[i][2] if i < len(tokens) else lineno
+        raise AvaFormatError(f"{path}:{line}: expected '{{', got {got!r}")
+    return i + 1
+
+
+def _read_pbtxt_block(
+    path: PathLike, tokens: list[tuple[str, str, int]], i: int, start_line: int
+) -> tuple[dict[str, tuple[str, str, int]], int]:
+    """Scalar fields of one block up to its ``}`` -> ({key: (kind, value, line)}, next index)."""
+    fields: dict[str, tuple[str, str, int]] = {}
+    while True:
+        if i >= len(tokens):
+            raise AvaFormatError(f"{path}:{start_line}: block is not closed with '}}'")
+        kind, key, lineno = tokens[i]
+        if (kind, key) == ("punct", "}"):
+            return fields, i + 1
+        if kind != "word":
+            raise AvaFormatError(f"{path}:{lineno}: expected a field name, got {key!r}")
+        i += 1
+        if i < len(tokens) and tokens[i][:2] == ("punct", ":"):
+            i += 1
+        if i < len(tokens) and tokens[i][:2] == ("punct", "{"):
+            # A nested message (e.g. keypoints in TF label maps): skip it.
+            _, i = _read_pbtxt_block(path, tokens, i + 1, lineno)
+            continue
+        if i >= len(tokens) or tokens[i][0] == "punct":
+            got = tokens[i][1] if i < len(tokens) else "end of file"
+            raise AvaFormatError(f"{path}:{lineno}: expected a value for {key!r}, got {got!r}")
+        fields[key] = tokens[i]
+        i += 1
+
+
+def _labelmap_entry(
+    path: PathLike, lineno: int, fields: dict[str, tuple[str, str, int]]
+) -> tuple[int, str]:
+    id_key = next((k for k in _ID_KEYS if k in fields), None)
+    if id_key is None:
+        raise AvaFormatError(f"{path}:{lineno}: label block has no 'id' (or 'label_id') field")
+    kind, value, id_line = fields[id_key]
+    try:
+        class_id = int(value) if kind == "word" and "_" not in value else None
+    except ValueError:
+        class_id = None
+    if class_id is None:
+        raise AvaFormatError(f"{path}:{id_line}: {id_key}: expected an integer, got {value!r}")
+    name_key = next((k for k in _NAME_KEYS if k in fields), None)
+    if name_key is None:
+        raise AvaFormatError(f"{path}:{lineno}: label block has no 'name' (or 'display_name') field")
+    kind, value, name_line = fields[name_key]
+    if kind != "string":
+        raise AvaFormatError(f"{path}:{name_line}: {name_key}: expected a quoted string, got {value!r}")
+    return class_id, _unquote(value)
+
+
+def write_labelmap(path: PathLike, names: dict[int, str]) -> None:
+    """Write ``{class_id: name}`` as ``item { name: "..." id: N }`` blocks, atomically.
+
+    Uses the multi-line layout of the official ActivityNet lists, which the
+    reference line-based parsers (``line.startswith("  name:")``) also read.
+    """
+    blocks = []
+    for class_id, name in names.items():
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        blocks.append(f'item {{\n  name: "{escaped}"\n  id: {int(class_id)}\n}}\n')
+    atomic_write_text(path, "".join(blocks))
+
+
+__all__ = [
+    "AvaFormatError",
+    "AvaTable",
+    "CSV_COLUMNS",
+    "atomic_write_text",
+    "frame_key",
+    "read_ava_csv",
+    "read_excluded",
+    "read_labelmap",
+    "write_ava_csv",
+    "write_labelmap",
+]
