@@ -44,8 +44,8 @@ _C.TEST.ENABLE = True
 _C.TEST.DATASET = "demo"
 # Clips per forward pass at test time.
 _C.TEST.BATCH_SIZE = 16
-# Held-out synthesized clips (training distribution, unseen seed) for off-target energy.
-_C.TEST.NUM_ENERGY_CLIPS = 64
+# Held-out synthesized clips (unseen seed) for validation: off-target energy, accuracy.
+_C.TEST.NUM_ENERGY_CLIPS = 256
 
 # ----------------------------------------------------------------------------- data
 _C.DATA = CfgNode()
@@ -74,6 +74,8 @@ _C.MODEL.NUM_CLASSES = 4
 _C.MODEL.LOSS_FUNC = "softmax"
 # Base channel width of the small 3D CNN.
 _C.MODEL.WIDTH = 16
+# Spatial stride of the small 3D CNN's feature map (2, 4, 8 or 16); other models fix their own.
+_C.MODEL.SPATIAL_STRIDE = 8
 # Dropout before the classifier of the ROI head.
 _C.MODEL.DROPOUT_RATE = 0.0
 # RoIAlign output size (square) of the ROI head.
@@ -141,9 +143,12 @@ _C.DEMO.TUBES_PER_CLASS = 24
 # Background clips per scene type in the training bank.
 _C.DEMO.BACKGROUNDS_PER_SCENE = 12
 # Videos in the AVA-format test split (scenes independent of the actions).
-_C.DEMO.TEST_VIDEOS = 48
+_C.DEMO.TEST_VIDEOS = 96
 # Keyframes (seconds) annotated per test video.
 _C.DEMO.TEST_KEYFRAMES = 3
+# Spread of the actors' resting arm angles, 0..1 (1: anywhere, so only motion tells the
+# action; 0: one canonical pose, so single frames are informative too).
+_C.DEMO.POSE_RANDOMNESS = 1.0
 # Frames per second of the demo test videos (AVA itself: 30).
 _C.DEMO.FPS = 8
 

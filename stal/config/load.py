@@ -170,6 +170,8 @@ def validate_cfg(cfg: CfgNode) -> None:
     if not 1 <= cfg.SYNTHESIS.ACTORS_MIN <= cfg.SYNTHESIS.ACTORS_MAX:
         raise ConfigError("need 1 <= SYNTHESIS.ACTORS_MIN <= SYNTHESIS.ACTORS_MAX, got "
                           f"{cfg.SYNTHESIS.ACTORS_MIN} and {cfg.SYNTHESIS.ACTORS_MAX}")
+    if not 0.0 <= cfg.DEMO.POSE_RANDOMNESS <= 1.0:
+        raise ConfigError(f"DEMO.POSE_RANDOMNESS must be in [0, 1], got {cfg.DEMO.POSE_RANDOMNESS}")
     if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3:
         raise ConfigError("DATA.MEAN and DATA.STD must have 3 values (RGB)")
 

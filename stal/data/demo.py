@@ -17,6 +17,8 @@ scene goes with the first actor's action with probability ``scene_bias``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,8 +69,9 @@ class DemoPaths:
         return os.path.join(self.root, "COMPLETE")
 
 
-def demo_paths(root: str, seed: int, size: int) -> DemoPaths:
-    return DemoPaths(os.path.join(root, f"seed{seed}_s{size}"))
+def demo_paths(root: str, seed: int, size: int, pose_randomness: float = 1.0) -> DemoPaths:
+    """Each (seed, size, pose randomness) gets its own directory, so configs never share stale data."""
+    return DemoPaths(os.path.join(root, f"seed{seed}_s{size}_p{pose_randomness:g}"))
 
 
 def _no_overlap_position(rng: np.random.Generator, size: int, taken: list[tuple[int, int]],
@@ -82,11 +85,11 @@ def _no_overlap_position(rng: np.random.Generator, size: int, taken: list[tuple[
 
 
 def generate_bank(path: str, *, seed: int, size: int, tubes_per_class: int,
-                  backgrounds_per_scene: int) -> None:
+                  backgrounds_per_scene: int, pose_randomness: float) -> None:
     """Write the training bank (actor tubes and background clips) to ``path`` (npz)."""
     rng = np.random.default_rng([seed, 1])
     labels = np.repeat(np.arange(len(ACTIONS)), tubes_per_class)
-    tubes = np.stack([render_actor(ACTIONS[c], BANK_FRAMES, rng) for c in labels])
+    tubes = np.stack([render_actor(ACTIONS[c], BANK_FRAMES, rng, pose_randomness) for c in labels])
     scenes = np.repeat(np.arange(len(SCENES)), backgrounds_per_scene)
     backgrounds = np.stack([render_scene(SCENES[s], BANK_FRAMES, size, size, rng) for s in scenes])
     tmp = path + ".tmp.npz"
@@ -141,14 +144,14 @@ def _write_frames(directory: str, video: str, clip: np.ndarray) -> None:
 
 
 def _test_video(rng: np.random.Generator, *, size: int, num_frames: int,
-                max_actors: int) -> tuple[np.ndarray, list[PlacedTube], np.ndarray]:
+                max_actors: int, pose_randomness: float) -> tuple[np.ndarray, list[PlacedTube], np.ndarray]:
     """One test video: a uniformly drawn scene, 1..max_actors actors with uniform actions."""
     scene = SCENES[int(rng.integers(0, len(SCENES)))]
     num_actors = int(rng.integers(1, max_actors + 1))
     actions = rng.integers(0, len(ACTIONS), size=num_actors)
     placed: list[PlacedTube] = []
     for a in actions:
-        rgba = render_actor(ACTIONS[a], num_frames, rng)
+        rgba = render_actor(ACTIONS[a], num_frames, rng, pose_randomness)
         top, left = _no_overlap_position(rng, size, [(p.top, p.left) for p in placed])
         placed.append(PlacedTube(rgba, top, left))
     clip, _ = composite(render_scene(scene, num_frames, size, size, rng), placed)
@@ -156,7 +159,7 @@ def _test_video(rng: np.random.Generator, *, size: int, num_frames: int,
 
 
 def generate_test_split(paths: DemoPaths, *, seed: int, size: int, num_videos: int,
-                        keyframes: int, fps: int, max_actors: int) -> None:
+                        keyframes: int, fps: int, max_actors: int, pose_randomness: float) -> None:
     """Write the AVA-format test split (frames, ground truth, person boxes, label map)."""
     from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
 
@@ -166,7 +169,8 @@ def generate_test_split(paths: DemoPaths, *, seed: int, size: int, num_videos: i
     gt_rows, det_rows = [], []
     for v in tqdm(range(num_videos), desc="demo test split", leave=False, disable=None):
         video = f"demo{v:04d}"
-        clip, placed, actions = _test_video(rng, size=size, num_frames=num_frames, max_actors=max_actors)
+        clip, placed, actions = _test_video(rng, size=size, num_frames=num_frames, max_actors=max_actors,
+                                             pose_randomness=pose_randomness)
         _write_frames(os.path.join(paths.frames, video), video, clip)
         for k, (tube, action) in enumerate(zip(placed, actions)):
             boxes = tube_boxes(tube, size, size)
@@ -196,16 +200,27 @@ def _table(table_cls, rows: list) -> "AvaTable":
 
 def ensure_demo_data(*, root: str, seed: int, size: int, tubes_per_class: int,
                      backgrounds_per_scene: int, test_videos: int, test_keyframes: int,
-                     fps: int, max_actors: int) -> DemoPaths:
+                     fps: int, max_actors: int, pose_randomness: float = 1.0) -> DemoPaths:
     """Generate the demo data for ``seed`` under ``root`` unless a complete copy is there."""
-    paths = demo_paths(root, seed, size)
+    paths = demo_paths(root, seed, size, pose_randomness)
     if os.path.exists(paths.complete_marker):
         return paths
-    os.makedirs(paths.root, exist_ok=True)
-    generate_bank(paths.bank, seed=seed, size=size, tubes_per_class=tubes_per_class,
-                  backgrounds_per_scene=backgrounds_per_scene)
-    generate_test_split(paths, seed=seed, size=size, num_videos=test_videos,
-                        keyframes=test_keyframes, fps=fps, max_actors=max_actors)
-    with open(paths.complete_marker, "w") as f:
-        f.write("ok\n")
+    # Generate into a private directory and rename it into place: concurrent runs (seed
+    # sweeps) never see a half-written dataset, and the first finished copy wins.
+    os.makedirs(root, exist_ok=True)
+    tmp = DemoPaths(tempfile.mkdtemp(prefix=".tmp_", dir=root))
+    try:
+        generate_bank(tmp.bank, seed=seed, size=size, tubes_per_class=tubes_per_class,
+                      backgrounds_per_scene=backgrounds_per_scene, pose_randomness=pose_randomness)
+        generate_test_split(tmp, seed=seed, size=size, num_videos=test_videos,
+                            keyframes=test_keyframes, fps=fps, max_actors=max_actors,
+                            pose_randomness=pose_randomness)
+        with open(tmp.complete_marker, "w") as f:
+            f.write("ok\n")
+        os.rename(tmp.root, paths.root)
+    except OSError:
+        if not os.path.exists(paths.complete_marker):
+            raise
+    finally:
+        shutil.rmtree(tmp.root, ignore_errors=True)
     return paths

@@ -32,30 +32,32 @@ def _limb(origin: tuple[float, float], angle: float, length: float) -> tuple[flo
     return ox, oy, ox + length * np.sin(angle), oy + length * np.cos(angle)
 
 
-def _pose(action: str, phase: float, scale: float, arm_side: int) -> tuple[np.ndarray, tuple[float, float]]:
+def _pose(action: str, phase: float, scale: float, rest: np.ndarray, direction: int,
+          amplitude: float) -> tuple[np.ndarray, tuple[float, float]]:
     """Segments (S, 4) in canvas pixels and the head centre for one frame.
 
-    ``phase`` in [0, 1) is the position in the motion cycle.
+    ``rest`` (4,) are the actor's resting limb angles (left arm, right arm, left leg, right
+    leg; radians, 0 = down), drawn from one distribution for every class so that a single
+    frame says little about the action; ``phase`` in [0, 1) is the position in the cycle.
     """
     s = scale
     cx, hip_y = TUBE_W / 2, 17.0
     lift = 0.0
-    arm_l, arm_r, leg_l, leg_r = 0.5, -0.5, 0.15, -0.15  # resting angles (rad)
+    arm_l, arm_r, leg_l, leg_r = rest
     osc = np.sin(2 * np.pi * phase)
-    if action == "wave":
-        raised = np.pi - 0.6 + 0.6 * osc  # one arm above the shoulder, swinging
-        arm_l, arm_r = (raised, arm_r) if arm_side > 0 else (arm_l, -raised)
-    elif action == "jump":
+    if action == "wave":  # one arm swings back and forth
+        if direction > 0:
+            arm_l = arm_l + amplitude * osc
+        else:
+            arm_r = arm_r - amplitude * osc
+    elif action == "jump":  # the whole body bobs, limbs keep their pose
         lift = 5.0 * s * abs(osc)
-        leg_l, leg_r = 0.15 + 0.25 * abs(osc), -0.15 - 0.25 * abs(osc)
-        arm_l, arm_r = 0.5 + 1.5 * abs(osc), -0.5 - 1.5 * abs(osc)
-    elif action == "walk":
-        leg_l, leg_r = 0.55 * osc, -0.55 * osc
-        arm_l, arm_r = -0.45 * osc, 0.45 * osc
-        lift = 0.8 * s * abs(np.cos(2 * np.pi * phase))
-    elif action == "spin":
-        theta = 2 * np.pi * phase * arm_side
-        arm_l, arm_r = np.pi / 2 + theta, -np.pi / 2 + theta
+    elif action == "walk":  # legs and arms swing in antiphase
+        leg_l, leg_r = leg_l + 0.6 * osc, leg_r - 0.6 * osc
+        arm_l, arm_r = arm_l - 0.5 * osc, arm_r + 0.5 * osc
+    elif action == "spin":  # both arms turn around the shoulder, a full turn per cycle
+        theta = 2 * np.pi * phase * direction
+        arm_l, arm_r = arm_l + theta, arm_r + theta
     hip = (cx, hip_y - lift)
     neck = (cx, hip_y - lift - 8.0 * s)
     segs = [
@@ -67,10 +69,14 @@ def _pose(action: str, phase: float, scale: float, arm_side: int) -> tuple[np.nd
     return np.asarray(segs, np.float32), head
 
 
-def render_actor(action: str, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+def render_actor(action: str, num_frames: int, rng: np.random.Generator,
+                 pose_randomness: float = 1.0) -> np.ndarray:
     """One actor tube, float32 (T, TUBE_H, TUBE_W, 4) RGBA in [0, 1] with soft edges.
 
-    Colour, size, limb thickness, period and phase are random and independent of ``action``.
+    Colour, size, limb thickness, period, phase and resting pose are random and independent
+    of ``action``. ``pose_randomness`` in [0, 1] scales how far the resting arm angles spread
+    from a canonical pose (1: anywhere around the shoulder, so one frame says little about
+    the action and only motion does; 0: every actor starts from the same pose).
     """
     if action not in ACTIONS:
         raise ValueError(f"unknown demo action {action!r}; expected one of {ACTIONS}")
@@ -78,12 +84,17 @@ def render_actor(action: str, num_frames: int, rng: np.random.Generator) -> np.n
     radius = rng.uniform(0.9, 1.4)
     period = rng.uniform(6.0, 10.0)
     phase0 = rng.uniform()
-    arm_side = int(rng.choice([-1, 1]))
+    direction = int(rng.choice([-1, 1]))
+    amplitude = rng.uniform(1.2, 1.6)
+    # Arms anywhere around the shoulder, legs apart by a random amount: the same for all classes.
+    spread = pose_randomness * np.pi
+    rest = np.array([0.5 + rng.uniform(-spread, spread), -0.5 + rng.uniform(-spread, spread),
+                     rng.uniform(0.0, 0.5), -rng.uniform(0.0, 0.5)])
     colour = rng.uniform(0.05, 0.95, size=3).astype(np.float32)
     py, px = np.mgrid[0:TUBE_H, 0:TUBE_W].astype(np.float32) + 0.5
     out = np.zeros((num_frames, TUBE_H, TUBE_W, 4), np.float32)
     for t in range(num_frames):
-        segs, (hx, hy) = _pose(action, (phase0 + t / period) % 1.0, scale, arm_side)
+        segs, (hx, hy) = _pose(action, (phase0 + t / period) % 1.0, scale, rest, direction, amplitude)
         dist = _segment_distance(px, py, segs).min(0)
         head = np.hypot(px - hx, py - hy) - 2.2 * scale
         # Coverage of a pixel by a shape of the given distance field, 1-pixel soft edge.

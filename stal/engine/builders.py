@@ -19,8 +19,8 @@ def build_model(cfg: CfgNode) -> torch.nn.Module:
     kwargs = {"roi_output_size": (cfg.MODEL.ROI_SIZE, cfg.MODEL.ROI_SIZE),
               "dropout": cfg.MODEL.DROPOUT_RATE,
               "double_backward": bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "exact")}
-    if cfg.MODEL.ARCH.startswith("small3d"):
-        kwargs["width"] = cfg.MODEL.WIDTH
+    if cfg.MODEL.ARCH == "small3d":  # the *_tiny test variants keep their own sizes
+        kwargs.update(width=cfg.MODEL.WIDTH, spatial_stride=cfg.MODEL.SPATIAL_STRIDE)
     return build_detector(cfg.MODEL.ARCH, num_classes=cfg.MODEL.NUM_CLASSES, **kwargs)
 
 
@@ -47,16 +47,17 @@ def demo_data(cfg: CfgNode):
         root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE,
         tubes_per_class=cfg.DEMO.TUBES_PER_CLASS, backgrounds_per_scene=cfg.DEMO.BACKGROUNDS_PER_SCENE,
         test_videos=cfg.DEMO.TEST_VIDEOS, test_keyframes=cfg.DEMO.TEST_KEYFRAMES, fps=cfg.DEMO.FPS,
-        max_actors=cfg.SYNTHESIS.ACTORS_MAX)
+        max_actors=cfg.SYNTHESIS.ACTORS_MAX, pose_randomness=cfg.DEMO.POSE_RANDOMNESS)
 
 
-def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int):
+def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, scene_bias: float | None = None):
+    """Demo clips synthesized from the bank (SYNTHESIS.SCENE_BIAS unless ``scene_bias`` is given)."""
     from stal.data.synthetic import DemoSynthesisDataset
 
     return DemoSynthesisDataset(
         bank_path=demo_data(cfg).bank, length=length, seed=seed, num_frames=cfg.DATA.NUM_FRAMES,
         actors_min=cfg.SYNTHESIS.ACTORS_MIN, actors_max=cfg.SYNTHESIS.ACTORS_MAX,
-        scene_bias=cfg.SYNTHESIS.SCENE_BIAS, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+        scene_bias=cfg.SYNTHESIS.SCENE_BIAS if scene_bias is None else scene_bias, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
 
 
 def _ava_path(cfg: CfgNode, name: str) -> str:

@@ -10,6 +10,7 @@ from tqdm import tqdm
 from stal.data.ava import collate_eval
 from stal.data.ava_format import AvaTable
 from stal.evaluation.frame_map import ava_frame_map
+from stal.engine.trainer import to_device
 from stal.guidance.penalty import guidance_score, off_target_fraction
 from stal.losses import class_probabilities
 
@@ -26,7 +27,9 @@ def predict_detections(model: torch.nn.Module, dataset, *, batch_size: int, loss
     videos, seconds, boxes, actions, scores = [], [], [], [], []
     cols = np.asarray(class_ids) - 1
     for batch in tqdm(loader, desc="test", leave=False, disable=None):
-        probs = class_probabilities(model(batch["clip"], batch["rois"]), loss_func=loss_func).numpy()
+        device = next(model.parameters()).device
+        logits = model(batch["clip"].to(device), batch["rois"].to(device))
+        probs = class_probabilities(logits, loss_func=loss_func).float().cpu().numpy()
         n = len(batch["keys"])
         videos.append(np.repeat(np.array([k[0] for k in batch["keys"]], dtype=object), len(cols)))
         seconds.append(np.repeat(np.array([k[1] for k in batch["keys"]], np.int64), len(cols)))
@@ -62,11 +65,13 @@ def evaluate_synthetic(model: torch.nn.Module, dataset, *, batch_size: int, loss
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_train)
     fractions, correct, total = [], 0, 0
+    device = next(model.parameters()).device
     for batch in loader:
+        batch = to_device(batch, device)
         clip = batch["clip"].requires_grad_(True)
         logits = model(clip, batch["rois"])
         s = guidance_score(logits, batch["labels"], score=score, loss_func=loss_func)
-        fractions.append(off_target_fraction(s, clip, batch["mask"]))
+        fractions.append(off_target_fraction(s, clip, batch["mask"]).cpu())
         if loss_func == "softmax":
             correct += int((logits.argmax(1) == batch["labels"]).sum())
             total += len(batch["labels"])

@@ -26,6 +26,11 @@ def lr_at(iteration: int, *, total: int, warmup: int, base_lr: float, policy: st
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move the tensors of a batch to ``device`` (other entries unchanged)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 class JsonlLog:
     """Appends one JSON object per line to ``path`` (flushed, so a crash loses at most a line)."""
 
@@ -69,6 +74,7 @@ class Trainer:
                    base_lr=self.base_lr, policy=self.lr_policy)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        batch = to_device(batch, next(self.model.parameters()).device)
         losses, stats = self.objective(self.model, batch, guidance_weight=self.guidance_weight())
         total = sum(losses.values())
         if not torch.isfinite(total):

@@ -1,0 +1,1 @@
+"""Datasets: the embedded demo, AVA-format readers, synthesized training clips."""
