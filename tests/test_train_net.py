@@ -72,3 +72,18 @@ def test_ava_config_without_data_names_path_and_tool(repo_root, tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(tmp_path / "missing") in lines[0] and "data_prep/" in lines[0]
+
+
+def test_ava_format_dataset_trains_and_evaluates(repo_root, tmp_path, tiny_demo):
+    """TRAIN/TEST.DATASET ava on an AVA-format directory (the demo's test split): multi-label BCE."""
+    paths, kwargs = tiny_demo
+    cfg = os.path.join(repo_root, "configs", "instant.yaml")
+    opts = ["OUTPUT_DIR", str(tmp_path / "ava"), "TRAIN.DATASET", "ava", "TEST.DATASET", "ava",
+            "MODEL.LOSS_FUNC", "bce", "DATA.CROP_SIZE", str(kwargs["size"]),
+            "AVA.FRAME_DIR", paths.frames, "AVA.ANNOTATION_DIR", paths.annotations,
+            "AVA.TRAIN_GT_BOX_LISTS", "['demo_test_gt.csv']", "AVA.GROUNDTRUTH_FILE", "demo_test_gt.csv",
+            "AVA.TEST_PREDICT_BOX_LISTS", "['demo_person_boxes.csv']", "AVA.LABEL_MAP_FILE",
+            "demo_labelmap.pbtxt", "AVA.FPS", str(kwargs["fps"]), "AVA.DETECTION_SCORE_THRESH", "0.0"]
+    assert train_net.main(["--cfg", cfg] + opts) == 0
+    metrics = json.loads((tmp_path / "ava" / "metrics.json").read_text())
+    assert 0.0 <= metrics["frame_mAP"] <= 1.0 and metrics["off_target_energy"] is None

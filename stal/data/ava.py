@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from stal.data.ava_format import AvaTable
-from stal.data.synthetic import normalize_clip
+from stal.data.synthetic import batch_rois, normalize_clip
 from stal.errors import DataError
 
 
@@ -118,11 +118,9 @@ class AvaKeyframeDataset(Dataset):
 
 def collate_eval(items: list[dict]) -> dict:
     """Batch of keyframes for inference: stacked clips, ROIs with batch index, per-box metadata."""
-    rois = [torch.cat([torch.full((len(it["boxes"]), 1), float(b)), it["boxes"]], 1)
-            for b, it in enumerate(items)]
     return {
         "clip": torch.stack([it["clip"] for it in items]),
-        "rois": torch.cat(rois).float(),
+        "rois": batch_rois([it["boxes"] for it in items]),
         "boxes_norm": torch.cat([it["boxes_norm"] for it in items]),
         "keys": [it["key"] for it in items for _ in range(len(it["boxes"]))],
     }

@@ -40,13 +40,17 @@ def sample_to_item(sample: Sample, mean: Sequence[float], std: Sequence[float]) 
     }
 
 
+def batch_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
+    """Per-clip boxes (K_b, 4) -> ROI rows (R, 5) ``(batch_index, x1, y1, x2, y2)``, float32."""
+    rois = [torch.cat([torch.full((len(b), 1), float(i)), b.float()], 1) for i, b in enumerate(boxes)]
+    return torch.cat(rois) if rois else torch.zeros(0, 5)
+
+
 def collate_train(items: list[dict]) -> dict:
     """Stack items into the training batch layout (ROIs get their batch index prepended)."""
-    rois = [torch.cat([torch.full((len(it["boxes"]), 1), float(b)), it["boxes"]], 1)
-            for b, it in enumerate(items)]
     return {
         "clip": torch.stack([it["clip"] for it in items]),
-        "rois": torch.cat(rois).float(),
+        "rois": batch_rois([it["boxes"] for it in items]),
         "labels": torch.cat([it["labels"] for it in items]),
         "mask": torch.stack([it["mask"] for it in items]),
     }
