@@ -1,11 +1,31 @@
-"""The training objective: a dict of named scalar losses, guidance being one entry."""
+"""The training objective: a dict of named scalar losses, guidance being one entry.
+
+The trainer sums the entries and calls ``backward`` once, so every guidance variant must
+come as a scalar whose parameter gradient is lambda * dR/dtheta:
+- exact: lambda * R with R built on g = ds/dx (create_graph=True: a double backward);
+- fd: lambda * R.detach() + (S - S.detach()), S = lambda * (s(x + h v) - s(x)) / h (see
+  :mod:`stal.guidance.finite_difference`): the logged value is lambda * R, the gradient
+  the finite-difference estimate;
+- with ``max_ratio`` > 0, the entry's parameter gradient G is computed here and the entry
+  becomes the linear surrogate c * (value + sum_p <p - p.detach(), G_p>), c <= 1 scaling
+  ||c G|| down to max_ratio * ||grad L_task||: one extra first-order backward of the task
+  loss; the penalty's backward is still done only once.
+The first exact step also computes G once (and discards it), so that a model op without a
+double-backward kernel is reported as a ConfigError here rather than deep in backward().
+"""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from stal.guidance.penalty import GuidanceSpec, guidance_score, input_gradient_penalty
+from stal.errors import ConfigError
+from stal.guidance.finite_difference import capture_rng, fd_surrogate
+from stal.guidance.gradients import gradient_rows, roi_slots
+from stal.guidance.penalty import GuidanceSpec, gradient_penalty, per_roi_score
 from stal.losses import per_roi_task_loss
 
 
@@ -18,25 +38,124 @@ class Objective:
 
     def __init__(self, *, loss_func: str, guidance: GuidanceSpec | None):
         self.loss_func, self.guidance = loss_func, guidance
+        self._checked_double_backward = False
 
     def __call__(self, model: nn.Module, batch: dict, *, guidance_weight: float) -> tuple[dict, dict]:
         """Losses (scalars with graph) and stats (floats) for one batch.
 
-        batch: ``clip`` (B, 3, T, H, W), ``rois`` (R, 5) input pixels, ``labels``, ``mask`` (B, T, H, W).
+        batch: ``clip`` (B, 3, T, H, W), ``rois`` (R, 5) input pixels (or None: one ROI per
+        clip, in clip order), ``labels``, ``mask`` (B, T, H, W) and, for per_source,
+        ``source_masks`` (R, T, H, W) in ROI order.
         """
-        clip = batch["clip"]
-        guided = self.guidance is not None
-        if guided:
-            clip = clip.detach().requires_grad_(True)
-        logits = model(clip, batch["rois"])
-        per_roi = per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func)
-        losses = {"task": per_roi.mean()}
-        stats: dict = {}
-        if guided:
-            score = guidance_score(logits, batch["labels"], score=self.guidance.score, loss_func=self.loss_func)
-            penalty, fraction = input_gradient_penalty(score, clip, batch["mask"], spec=self.guidance,
-                                                       create_graph=guidance_weight > 0)
-            losses["guidance"] = guidance_weight * penalty
-            stats["penalty"] = float(penalty.detach())
-            stats["off_target_energy"] = float(fraction.mean())
+        spec = self.guidance
+        if spec is None:
+            logits = model(batch["clip"], batch["rois"])
+            return {"task": per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func).mean()}, {}
+        clip = batch["clip"].detach().requires_grad_(True)
+        masks = self._row_masks(batch, clip)
+        rng_state = capture_rng(clip.device)
+        exact = spec.mode == "exact" and guidance_weight > 0
+        # The math attention backend supports double backward; fused kernels do not.
+        with sdpa_kernel(SDPBackend.MATH) if exact else nullcontext():
+            logits = model(clip, batch["rois"])
+        losses = {"task": per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func).mean()}
+        scores = per_roi_score(logits, batch["labels"], score=spec.score, loss_func=self.loss_func)
+        batch_index = self._batch_index(batch, len(scores), clip.device)
+        grads = self._gradients(scores, clip, batch_index, create_graph=exact)
+        penalty, fraction = gradient_penalty(grads, masks, spec=spec)
+        stats = {"penalty": float(penalty.detach()), "off_target_energy": float(fraction.mean())}
+        if guidance_weight <= 0:
+            losses["guidance"] = guidance_weight * penalty.detach()
+            return losses, stats
+        if exact:
+            entry = guidance_weight * penalty
+        else:
+            entry = guidance_weight * self._fd_entry(model, batch, clip, scores, grads, masks, batch_index,
+                                                     penalty=penalty, rng_state=rng_state)
+        if spec.max_ratio > 0:
+            entry, scale = self._capped(model, entry, losses["task"])
+            stats["guidance_scale"] = scale
+        elif exact and not self._checked_double_backward:
+            self._penalty_param_grads(model, entry)  # once: a clear error instead of one from backward()
+        losses["guidance"] = entry
         return losses, stats
+
+    def _row_masks(self, batch: dict, clip: torch.Tensor) -> torch.Tensor:
+        """Target weight per row: (B, T, H, W) union or (R, T, H, W) per source, shape-checked."""
+        thw = tuple(clip.shape[2:])
+        if self.guidance.region == "per_source":
+            if batch.get("source_masks") is None:
+                raise ConfigError("GUIDANCE.REGION per_source needs batch['source_masks'] (R, T, H, W), "
+                                  "one target mask per ROI; this dataset gives only the union 'mask'")
+            masks, want = batch["source_masks"], (len(batch["labels"]),) + thw
+        else:
+            masks, want = batch["mask"], (clip.shape[0],) + thw
+        if tuple(masks.shape) != want:
+            raise ValueError(f"guidance mask shape {tuple(masks.shape)} does not match the input: "
+                             f"expected {want} for clip {tuple(clip.shape)}")
+        return masks
+
+    @staticmethod
+    def _batch_index(batch: dict, num_rois: int, device: torch.device) -> torch.Tensor:
+        if batch["rois"] is None:
+            return torch.arange(num_rois, device=device)
+        return batch["rois"][:, 0].long()
+
+    def _gradients(self, scores, clip, batch_index, *, create_graph: bool) -> torch.Tensor:
+        try:
+            return gradient_rows(scores, clip, batch_index=batch_index, region=self.guidance.region,
+                                 create_graph=create_graph)
+        except RuntimeError as exc:
+            _reraise(exc)
+
+    def _fd_entry(self, model, batch, clip, scores, grads, masks, batch_index, *, penalty, rng_state):
+        """penalty.detach() + (S - S.detach()) with S the finite-difference surrogate."""
+        g = grads.detach().requires_grad_(True)
+        (v,) = torch.autograd.grad(gradient_penalty(g, masks, spec=self.guidance)[0], g)
+        slots = roi_slots(batch_index) if self.guidance.region == "per_source" else None
+
+        def forward_scores(x: torch.Tensor) -> torch.Tensor:
+            return per_roi_score(model(x, batch["rois"]), batch["labels"], score=self.guidance.score,
+                                 loss_func=self.loss_func)
+
+        s = fd_surrogate(forward_scores=forward_scores, model=model, clip=clip, scores=scores,
+                         v_rows=v.detach(), batch_index=batch_index, slots=slots,
+                         fd_step=self.guidance.fd_step, rng_state=rng_state)
+        return penalty.detach() + (s - s.detach())
+
+    def _penalty_param_grads(self, model: nn.Module, entry: torch.Tensor) -> tuple[list, list]:
+        """(parameters, d entry / d parameter) with zeros for unused parameters; graph retained."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        try:
+            grads = torch.autograd.grad(entry, params, retain_graph=True, allow_unused=True)
+        except RuntimeError as exc:
+            _reraise(exc)
+        self._checked_double_backward = True
+        return params, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    def _capped(self, model: nn.Module, entry: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The entry as a linear surrogate whose parameter gradient is capped (see module doc)."""
+        params, g_pen = self._penalty_param_grads(model, entry)
+        g_task = torch.autograd.grad(task, params, retain_graph=True, allow_unused=True)
+        n_task, n_pen = _global_norm([g for g in g_task if g is not None]), _global_norm(g_pen)
+        scale = 1.0
+        if n_pen > self.guidance.max_ratio * n_task:
+            scale = float(self.guidance.max_ratio * n_task / n_pen)
+        linear = sum(((p - p.detach()) * g.detach()).sum() for p, g in zip(params, g_pen))
+        return scale * (entry.detach() + linear), scale
+
+
+def _global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm over a list of tensors, accumulated in float32 (float64 stays float64)."""
+    return torch.sqrt(sum(g.to(torch.float64 if g.dtype == torch.float64 else torch.float32).pow(2).sum()
+                          for g in grads))
+
+
+def _reraise(exc: RuntimeError):
+    """Re-raise an autograd failure, as a one-line ConfigError when an op lacks double backward."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not any(k in msg.lower() for k in ("double backward", "not implemented", "not supported")):
+        raise exc
+    raise ConfigError(f"GUIDANCE.MODE exact needs double backward through every model op, but autograd "
+                      f"failed: {msg!r}; build the model with double_backward=True (differentiable "
+                      f"RoIAlign) or set GUIDANCE.MODE fd") from None

@@ -114,7 +114,9 @@ _C.SYNTHESIS.CLIPS_PER_EPOCH = 2000
 _C.GUIDANCE = CfgNode()
 # Add the provenance-based input-gradient penalty to the task loss.
 _C.GUIDANCE.ENABLE = False
-# "exact": differentiate the input gradient (double backward).
+# "exact": differentiate the input gradient (double backward); "fd": finite-difference
+# Hessian-vector product (one extra forward+backward, no double-backward kernels; accurate
+# for smooth activations such as SiLU, approximate through ReLU).
 _C.GUIDANCE.MODE = "exact"
 # Weight lambda of the penalty (>= 0).
 _C.GUIDANCE.LAMBDA = 0.1
@@ -126,10 +128,30 @@ _C.GUIDANCE.SCORE = "task_loss"
 _C.GUIDANCE.NORM = "ratio"
 # Penalty norm: "l2" (squared) or "l1".
 _C.GUIDANCE.P = "l2"
-# Target region: "union" (one mask, union of all labelled sources; one extra backward).
+# Target region: "union" (one mask, union of all labelled sources; one extra backward) or
+# "per_source" (each ROI's score against its own source's mask; averaged over ROIs).
 _C.GUIDANCE.REGION = "union"
 # Ramp lambda linearly from 0 over this many epochs (the penalty's gradient dominates at init).
 _C.GUIDANCE.WARMUP_EPOCHS = 1.0
+# "energy" (norm of the non-target gradient) or "colour_shift" (squared derivative of the
+# score along a uniform per-channel colour shift of the non-target region; needs P l2).
+_C.GUIDANCE.PENALTY = "energy"
+# Dilate the target mask by this many pixels before taking 1 - m (0: pixel-exact mask).
+_C.GUIDANCE.TOLERANCE = 0
+# Dilate the target mask by this many frames before taking 1 - m (0: off).
+_C.GUIDANCE.TOLERANCE_FRAMES = 0
+# Penalize the b x b block-averaged non-target gradient (low frequencies only); 0 or 1: off.
+_C.GUIDANCE.LOWPASS = 0
+# Weight frame t of the penalty by exp(-TEMPORAL_DECAY * |t - keyframe|); 0: uniform.
+_C.GUIDANCE.TEMPORAL_DECAY = 0.0
+# Frames where a source is absent count fully as non-target (automatic with alpha masks);
+# False gives those frames weight 0 instead.
+_C.GUIDANCE.ABSENT_FRAMES_OFF_TARGET = True
+# FD mode: step h = FD_STEP * ||x|| / ||v|| (relative to the input's norm).
+_C.GUIDANCE.FD_STEP = 1e-3
+# Cap the penalty's parameter-gradient norm at MAX_RATIO x the task loss's (0: off; costs
+# one extra first-order backward per step).
+_C.GUIDANCE.MAX_RATIO = 0.0
 
 # ----------------------------------------------------------------------------- demo
 _C.DEMO = CfgNode()

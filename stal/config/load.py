@@ -23,20 +23,23 @@ _CHOICES = {
     "MODEL.LOSS_FUNC": ("softmax", "bce"),
     "SOLVER.OPTIMIZING_METHOD": ("adamw", "sgd"),
     "SOLVER.LR_POLICY": ("cosine", "constant"),
-    "GUIDANCE.MODE": ("exact",),
+    "GUIDANCE.MODE": ("exact", "fd"),
     "GUIDANCE.SCORE": ("task_loss", "logprob", "logit"),
     "GUIDANCE.NORM": ("none", "count", "ratio"),
     "GUIDANCE.P": ("l2", "l1"),
-    "GUIDANCE.REGION": ("union",),
+    "GUIDANCE.REGION": ("union", "per_source"),
+    "GUIDANCE.PENALTY": ("energy", "colour_shift"),
 }
 # Numeric keys that must be >= 0 (or > 0 for the second group).
-_NON_NEGATIVE = ("GUIDANCE.LAMBDA", "GUIDANCE.WARMUP_EPOCHS", "SOLVER.WARMUP_EPOCHS",
+_NON_NEGATIVE = ("GUIDANCE.LAMBDA", "GUIDANCE.WARMUP_EPOCHS", "GUIDANCE.TOLERANCE",
+                 "GUIDANCE.TOLERANCE_FRAMES", "GUIDANCE.LOWPASS", "GUIDANCE.TEMPORAL_DECAY",
+                 "GUIDANCE.MAX_RATIO", "SOLVER.WARMUP_EPOCHS",
                  "SOLVER.WEIGHT_DECAY", "NUM_GPUS", "DATA_LOADER.NUM_WORKERS",
                  "TRAIN.MAX_ITERS", "TRAIN.CHECKPOINT_KEEP", "MODEL.DROPOUT_RATE")
 _POSITIVE = ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "SOLVER.BASE_LR", "SOLVER.MAX_EPOCH",
              "DATA.NUM_FRAMES", "DATA.CROP_SIZE", "DATA.SAMPLING_RATE",
              "MODEL.NUM_CLASSES", "SYNTHESIS.CLIPS_PER_EPOCH", "LOG_PERIOD",
-             "TRAIN.CHECKPOINT_PERIOD")
+             "TRAIN.CHECKPOINT_PERIOD", "GUIDANCE.FD_STEP")
 
 
 def _read_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict:
@@ -172,6 +175,8 @@ def validate_cfg(cfg: CfgNode) -> None:
                           f"{cfg.SYNTHESIS.ACTORS_MIN} and {cfg.SYNTHESIS.ACTORS_MAX}")
     if not 0.0 <= cfg.DEMO.POSE_RANDOMNESS <= 1.0:
         raise ConfigError(f"DEMO.POSE_RANDOMNESS must be in [0, 1], got {cfg.DEMO.POSE_RANDOMNESS}")
+    if cfg.GUIDANCE.PENALTY == "colour_shift" and cfg.GUIDANCE.P != "l2":
+        raise ConfigError("GUIDANCE.PENALTY colour_shift is a squared derivative: it needs GUIDANCE.P l2")
     if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3:
         raise ConfigError("DATA.MEAN and DATA.STD must have 3 values (RGB)")
 

@@ -36,7 +36,8 @@ class AvaKeyframeDataset(Dataset):
     Items: ``clip`` float32 (3, T, S, S) normalized, ``boxes`` float32 (K, 4) input pixels,
     ``boxes_norm`` (K, 4) normalized, ``scores`` (K,) (table's last column), ``key``
     (video, second), and ``labels`` float32 (K, num_classes) multi-hot when ``num_classes``
-    is given (rows of the same box are merged: AVA lists one row per (person, action)).
+    is given (rows of the same box are merged: AVA lists one row per (person, action)),
+    with then ``mask`` (T, S, S) and ``source_masks`` (K, T, S, S): the boxes over all frames.
     """
 
     def __init__(self, *, frame_dir: str, table: AvaTable, fps: int, num_frames: int,
@@ -108,11 +109,13 @@ class AvaKeyframeDataset(Dataset):
         }
         if self.num_classes:
             item["labels"] = torch.from_numpy(labels)
-            # No provenance for real footage: the boxes, over all frames, are the target region.
-            mask = torch.zeros(self.num_frames, self.size, self.size)
-            for x1, y1, x2, y2 in (boxes * self.size).round().astype(int):
-                mask[:, y1:y2, x1:x2] = 1.0
-            item["mask"] = mask
+            # No provenance for real footage: the boxes, over all frames, are the target region,
+            # each box its own source (per-source guidance) and their union the clip's mask.
+            source_masks = torch.zeros(len(boxes), self.num_frames, self.size, self.size)
+            for k, (x1, y1, x2, y2) in enumerate((boxes * self.size).round().astype(int)):
+                source_masks[k, :, y1:y2, x1:x2] = 1.0
+            item["source_masks"] = source_masks
+            item["mask"] = source_masks.amax(0) if len(boxes) else torch.zeros(self.num_frames, self.size, self.size)
         return item
 
 

@@ -3,7 +3,9 @@
 Batch layout (training): ``clip`` float32 (B, 3, T, H, W) normalized; ``rois`` float32
 (R, 5) rows ``(batch_index, x1, y1, x2, y2)`` in input pixels at the keyframe; ``labels``
 int64 (R,); ``mask`` float32 (B, T, H, W) in [0, 1], the union of the labelled sources'
-visible weight (the guidance target region).
+visible weight (the guidance target region); ``source_masks`` float32 (R, T, H, W), for
+each ROI row (same order as ``rois`` / ``labels``) the visible weight of that ROI's own
+source (``Provenance.alpha[k]``; zero in frames where the source is absent).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def sample_to_item(sample: Sample, mean: Sequence[float], std: Sequence[float]) 
         "boxes": torch.from_numpy(key[visible] * scale),
         "labels": torch.from_numpy(np.asarray(sample.labels)[visible]),
         "mask": torch.from_numpy(sample.provenance.target_mask()),
+        # Only the sources visible at the keyframe have a ROI: keep their alphas, in ROI order.
+        "source_masks": torch.from_numpy(np.ascontiguousarray(sample.provenance.alpha[visible], np.float32)),
     }
 
 
@@ -48,12 +52,15 @@ def batch_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
 
 def collate_train(items: list[dict]) -> dict:
     """Stack items into the training batch layout (ROIs get their batch index prepended)."""
-    return {
+    batch = {
         "clip": torch.stack([it["clip"] for it in items]),
         "rois": batch_rois([it["boxes"] for it in items]),
         "labels": torch.cat([it["labels"] for it in items]),
         "mask": torch.stack([it["mask"] for it in items]),
     }
+    if all("source_masks" in it for it in items):
+        batch["source_masks"] = torch.cat([it["source_masks"] for it in items])
+    return batch
 
 
 class DemoSynthesisDataset(Dataset):

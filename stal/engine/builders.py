@@ -27,7 +27,11 @@ def build_model(cfg: CfgNode) -> torch.nn.Module:
 def build_objective(cfg: CfgNode) -> Objective:
     spec = None
     if cfg.GUIDANCE.ENABLE:
-        spec = GuidanceSpec(score=cfg.GUIDANCE.SCORE, norm=cfg.GUIDANCE.NORM, p=cfg.GUIDANCE.P)
+        g = cfg.GUIDANCE
+        spec = GuidanceSpec(score=g.SCORE, norm=g.NORM, p=g.P, region=g.REGION, mode=g.MODE, penalty=g.PENALTY,
+                            tolerance=g.TOLERANCE, tolerance_frames=g.TOLERANCE_FRAMES, lowpass=g.LOWPASS,
+                            temporal_decay=g.TEMPORAL_DECAY, absent_frames_off_target=g.ABSENT_FRAMES_OFF_TARGET,
+                            fd_step=g.FD_STEP, max_ratio=g.MAX_RATIO)
     return Objective(loss_func=cfg.MODEL.LOSS_FUNC, guidance=spec)
 
 

@@ -11,7 +11,8 @@ from stal.data.ava import collate_eval
 from stal.data.ava_format import AvaTable
 from stal.evaluation.frame_map import ava_frame_map
 from stal.engine.trainer import to_device
-from stal.guidance.penalty import guidance_score, off_target_fraction
+from stal.evaluation.attribution import off_target_fraction
+from stal.guidance.penalty import guidance_score
 from stal.losses import class_probabilities
 
 

@@ -1,5 +1,12 @@
-"""Provenance-based input-gradient guidance (DESIGN.md section 5)."""
+"""Provenance-based input-gradient guidance (DESIGN.md section 5).
 
-from stal.guidance.penalty import GuidanceSpec, guidance_score, input_gradient_penalty, off_target_fraction
+penalty: R(g, m) and its options; gradients: per-clip / per-source input-gradient rows;
+finite_difference: dR/dtheta without double backward. :class:`stal.objective.Objective`
+puts them together; the held-out metric lives in :mod:`stal.evaluation.attribution`.
+"""
 
-__all__ = ["GuidanceSpec", "guidance_score", "input_gradient_penalty", "off_target_fraction"]
+from stal.guidance.penalty import (GuidanceSpec, gradient_penalty, guidance_score, input_gradient_penalty,
+                                   off_target_fraction, per_roi_score)
+
+__all__ = ["GuidanceSpec", "gradient_penalty", "guidance_score", "input_gradient_penalty",
+           "off_target_fraction", "per_roi_score"]

@@ -1,86 +1,209 @@
-"""The guidance penalty: suppress the input gradient of the actors' score off their voxels.
+"""The guidance penalty R(g, m): how much of an input gradient lies off the target region.
 
-For input x (B, C, T, H, W), score s (a scalar summed over the batch's ROIs) and target
-weight m (B, T, H, W) in [0, 1] from the provenance volume (broadcast over channels):
+Rows. The penalty is computed on rows of input gradients ``g`` (N, C, T, H, W) with target
+weights ``m`` (N, T, H, W) in [0, 1] (broadcast over channels):
+- REGION "union": one row per clip, g = d(sum of the clip's ROI scores)/dx, m = the union
+  of the clip's labelled sources (``batch["mask"]``);
+- REGION "per_source": one row per ROI k, g_k = d s_k / d x_{b(k)}, m_k = that ROI's own
+  source (``batch["source_masks"]``); see :mod:`stal.guidance.gradients`.
+R is the mean over rows of R_n, so union averages over clips and per_source over ROIs.
 
-    g   = ds/dx                          (exact: kept in the graph, create_graph=True)
-    off = (1 - m) * g                    the non-target part of g = m*g + (1-m)*g
-    R_b = ||off_b||_p^p / N_b            per clip, p = 2 (squared) or 1
-    R   = mean_b R_b
+Non-target weight. w = 1 - dilate(m), where ``dilate`` is a max-pool over
+(2 * tolerance_frames + 1, 2 * tolerance + 1, 2 * tolerance + 1) voxels (grey-level
+dilation; identity when both are 0): a band of ``tolerance`` pixels around the target, where
+outline and motion detectors legitimately look, is not penalized (DESIGN.md section 5).
+Frames where a source is absent have m = 0 there (alpha masks), so they count fully as
+non-target; ``absent_frames_off_target=False`` instead gives frames whose (raw) mask is
+all zero a weight of 0. ``temporal_decay`` d >= 0 weights frame t by exp(-d |t - T//2|)
+(T//2 is the keyframe of synthesized and AVA clips).
 
-N_b is 1 ("none"), the number of non-target voxels times C ("count"), or the total
-||g_b||_p^p detached ("ratio": the off-target share of the gradient, scale-free in [0, 1]).
-Summing the score over ROIs rather than averaging keeps each clip's gradient independent
-of the batch size. Reference: Ross et al. 2017 (Right for the Right Reasons) penalise the
-same quantity with a hand-drawn mask; here the mask comes from synthesis.
+Penalties, per row (f_t: frame weight, P_b: projection onto b x b block-constant images,
+i.e. each block replaced by its mean; b = ``lowpass``, identity for b <= 1):
+- "energy", p = l2:  E = sum_t f_t ||P_b(w g)_t||^2;  p = l1: E = sum_t f_t ||P_b(w g)_t||_1.
+  P_b is an orthogonal projection, so the block-averaged energy never exceeds the
+  pixelwise one: a high-frequency off-target gradient (outline detectors) is free, a
+  low-frequency one (reading the scene) is not.
+- "colour_shift": d_c = sum_{t,h,w} f_t w g_c, the derivative of the score along a uniform
+  shift of channel c on the non-target region; E = sum_c d_c^2 / n_w, n_w = sum f_t^2 w^2.
+  E is the energy of g's projection onto the C unit colour-shift directions (w f e_c /
+  sqrt(n_w)), so it is <= ||g||^2 like the others. Always squared (P must be l2); ``lowpass``
+  does not apply (a uniform shift is already the lowest frequency).
+
+Normalization N_n: "none" -> 1 (for colour_shift the raw sum_c d_c^2, no division by n_w),
+"count" -> C * sum(w) (mean per non-target voxel), "ratio" -> ||g||_p^p detached (the
+penalized share of the gradient, scale-free, in [0, 1]).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from stal.evaluation.attribution import energy_fraction, off_target_fraction
 from stal.losses import per_roi_task_loss
 
-_EPS = 1e-12
+_CHOICES = {
+    "score": ("task_loss", "logprob", "logit"),
+    "norm": ("none", "count", "ratio"),
+    "p": ("l2", "l1"),
+    "region": ("union", "per_source"),
+    "mode": ("exact", "fd"),
+    "penalty": ("energy", "colour_shift"),
+}
 
 
 @dataclass(frozen=True)
 class GuidanceSpec:
-    """Options of the penalty (see the module docstring)."""
+    """Options of the penalty (see the module docstring; config keys GUIDANCE.*)."""
 
     score: str = "task_loss"  # "task_loss" | "logprob" | "logit"
     norm: str = "ratio"  # "none" | "count" | "ratio"
     p: str = "l2"  # "l2" (squared) | "l1"
+    region: str = "union"  # "union" | "per_source"
+    mode: str = "exact"  # "exact" (double backward) | "fd" (finite-difference HVP)
+    penalty: str = "energy"  # "energy" | "colour_shift"
+    tolerance: int = 0  # spatial dilation of the target mask, pixels
+    tolerance_frames: int = 0  # temporal dilation of the target mask, frames
+    lowpass: int = 0  # block size b of the block-averaged energy; 0/1: pixelwise
+    temporal_decay: float = 0.0  # frame weight exp(-decay |t - T//2|); 0: uniform
+    absent_frames_off_target: bool = True  # False: frames without the source get weight 0
+    fd_step: float = 1e-3  # fd: h = fd_step * ||x|| / ||v||
+    max_ratio: float = 0.0  # cap ||grad(lambda R)|| <= max_ratio ||grad L_task||; 0: off
+
+    def __post_init__(self):
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"guidance {name} must be one of {list(choices)}, got {getattr(self, name)!r}")
+        if min(self.tolerance, self.tolerance_frames, self.lowpass) < 0 or self.temporal_decay < 0 \
+                or self.max_ratio < 0 or self.fd_step <= 0:
+            raise ValueError("guidance tolerance, tolerance_frames, lowpass, temporal_decay and "
+                             "max_ratio must be >= 0 and fd_step > 0")
+        if self.penalty == "colour_shift" and self.p != "l2":
+            raise ValueError("guidance penalty colour_shift is a squared derivative: use p 'l2'")
 
 
-def guidance_score(logits: torch.Tensor, labels: torch.Tensor, *, score: str, loss_func: str) -> torch.Tensor:
-    """Scalar whose input gradient is guided, summed over ROIs.
+def per_roi_score(logits: torch.Tensor, labels: torch.Tensor, *, score: str, loss_func: str) -> torch.Tensor:
+    """Score s_k of each ROI, (R,): its task loss, or the sum of its labels' log-probs / logits.
 
     logits: (R, num_classes); labels as in :func:`stal.losses.per_roi_task_loss`.
     """
     if score == "task_loss":
-        return per_roi_task_loss(logits, labels, loss_func=loss_func).sum()
-    onehot = labels.float() if labels.dim() == 2 else torch.nn.functional.one_hot(labels, logits.shape[1]).float()
+        return per_roi_task_loss(logits, labels, loss_func=loss_func)
+    onehot = labels.float() if labels.dim() == 2 else F.one_hot(labels, logits.shape[1]).float()
     if score == "logit":
-        return (logits * onehot).sum()
+        return (logits * onehot).sum(1)
     if score == "logprob":
-        logp = logits.log_softmax(-1) if loss_func == "softmax" else torch.nn.functional.logsigmoid(logits)
-        return (logp * onehot).sum()
+        logp = logits.log_softmax(-1) if loss_func == "softmax" else F.logsigmoid(logits)
+        return (logp * onehot).sum(1)
     raise ValueError(f"unknown guidance score {score!r}")
 
 
-def _energy(g: torch.Tensor, p: str) -> torch.Tensor:
-    """Per-clip ||g||_p^p over (C, T, H, W): (B,)."""
-    return (g.pow(2) if p == "l2" else g.abs()).flatten(1).sum(1)
+def guidance_score(logits: torch.Tensor, labels: torch.Tensor, *, score: str, loss_func: str) -> torch.Tensor:
+    """Scalar whose input gradient is guided in union mode: :func:`per_roi_score` summed over ROIs.
+
+    Summing rather than averaging keeps each clip's gradient independent of the batch size.
+    """
+    return per_roi_score(logits, labels, score=score, loss_func=loss_func).sum()
+
+
+def non_target_weight(mask: torch.Tensor, *, spec: GuidanceSpec) -> torch.Tensor:
+    """w = 1 - dilate(m), (N, T, H, W) float32, from target weights ``mask`` (N, T, H, W)."""
+    m = mask if mask.is_floating_point() else mask.float()
+    r, rt = spec.tolerance, spec.tolerance_frames
+    if r > 0 or rt > 0:
+        # Max-pool with stride 1 and "same" padding = grey-level dilation of a soft mask.
+        m = F.max_pool3d(m.unsqueeze(1), (2 * rt + 1, 2 * r + 1, 2 * r + 1), stride=1,
+                         padding=(rt, r, r)).squeeze(1)
+    return 1.0 - m
+
+
+def frame_weights(mask: torch.Tensor, *, spec: GuidanceSpec) -> torch.Tensor:
+    """Per-row, per-frame penalty weight f (N, T) for target weights ``mask`` (N, T, H, W)."""
+    n, t = mask.shape[:2]
+    dist = (torch.arange(t, device=mask.device) - t // 2).abs().to(mask.dtype)
+    f = torch.exp(-spec.temporal_decay * dist).expand(n, t)
+    if not spec.absent_frames_off_target:
+        f = f * (mask.flatten(2).amax(2) > 0).to(f.dtype)
+    return f
+
+
+def _block_energy(off: torch.Tensor, *, block: int, p: str) -> torch.Tensor:
+    """Per-frame energy of P_b(off): (N, T) from ``off`` (N, C, T, H, W).
+
+    Border blocks cut by H or W not divisible by b are averaged over their valid pixels.
+    """
+    if block <= 1:
+        e = off.pow(2) if p == "l2" else off.abs()
+        return e.sum((1, 3, 4))
+    n, c, t, h, w = off.shape
+    hb, wb = math.ceil(h / block), math.ceil(w / block)
+    padded = F.pad(off, (0, wb * block - w, 0, hb * block - h))
+    sums = padded.reshape(n, c, t, hb, block, wb, block).sum((4, 6))  # (N, C, T, hb, wb)
+    ones = F.pad(off.new_ones(h, w), (0, wb * block - w, 0, hb * block - h))
+    counts = ones.reshape(hb, block, wb, block).sum((1, 3))  # valid pixels per block
+    # A block of n pixels all equal to its mean S/n has L2 energy S^2/n and L1 norm |S|.
+    e = sums.pow(2) / counts if p == "l2" else sums.abs()
+    return e.sum((1, 3, 4))
+
+
+def _safe_divide(num: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    """num / denom, and 0 where denom == 0 (which comes with num == 0: no non-target voxel or
+    no gradient). Unlike an additive epsilon it does not bias small valid denominators, and
+    unlike a clamp its backward stays finite."""
+    ok = denom > 0
+    return torch.where(ok, num / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(num))
+
+
+def _row_penalty(grad: torch.Tensor, w: torch.Tensor, f: torch.Tensor, *, spec: GuidanceSpec) -> torch.Tensor:
+    """R_n before normalization, (N,): see the module docstring."""
+    if spec.penalty == "colour_shift":
+        wf = w * f[:, :, None, None]
+        d = (wf.unsqueeze(1) * grad).sum((2, 3, 4))  # (N, C)
+        raw = d.pow(2).sum(1)
+        return raw if spec.norm == "none" else _safe_divide(raw, wf.pow(2).flatten(1).sum(1))
+    per_frame = _block_energy(w.unsqueeze(1) * grad, block=spec.lowpass, p=spec.p)
+    return (per_frame * f).sum(1)
+
+
+def gradient_penalty(grad: torch.Tensor, mask: torch.Tensor, *, spec: GuidanceSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penalty R = mean_n R_n / N_n (scalar, differentiable w.r.t. ``grad``) and the detached
+    off-target energy fraction per row (N,) with the raw mask.
+
+    grad: (N, C, T, H, W) input gradients; mask: (N, T, H, W) target weight in [0, 1].
+    """
+    if mask.shape != grad.shape[:1] + grad.shape[2:]:
+        raise ValueError(f"guidance mask shape {tuple(mask.shape)} does not match the input "
+                         f"gradient rows (N, T, H, W) = {tuple(grad.shape[:1] + grad.shape[2:])}")
+    # Low-precision gradients (autocast) are promoted: the penalty sums many small squares.
+    g = grad if grad.dtype in (torch.float32, torch.float64) else grad.float()
+    mask = mask.to(g.dtype)
+    w = non_target_weight(mask, spec=spec)
+    energy = _row_penalty(g, w, frame_weights(mask, spec=spec), spec=spec)
+    if spec.norm == "count":
+        denom = w.flatten(1).sum(1) * g.shape[1]
+    elif spec.norm == "ratio":
+        denom = (g.pow(2) if spec.p == "l2" else g.abs()).flatten(1).sum(1).detach()
+    else:
+        denom = torch.ones_like(energy)
+    return _safe_divide(energy, denom).mean(), energy_fraction(g, mask)
 
 
 def input_gradient_penalty(score: torch.Tensor, clip: torch.Tensor, mask: torch.Tensor, *,
                            spec: GuidanceSpec, create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penalty R (scalar, differentiable w.r.t. parameters when ``create_graph``) and the
-    detached off-target energy fraction per clip (B,) = ||(1-m) g||^2 / ||g||^2.
+    """Union-region penalty of a scalar ``score``: R (differentiable w.r.t. parameters when
+    ``create_graph``) and the detached off-target energy fraction per clip (B,).
 
     clip: (B, C, T, H, W) with requires_grad; mask: (B, T, H, W) target weight in [0, 1].
     """
+    if mask.shape != clip.shape[:1] + clip.shape[2:]:
+        raise ValueError(f"guidance mask shape {tuple(mask.shape)} does not match the clip "
+                         f"(B, T, H, W) = {tuple(clip.shape[:1] + clip.shape[2:])}")
     (g,) = torch.autograd.grad(score, clip, create_graph=create_graph)
-    off = (1.0 - mask).unsqueeze(1) * g
-    energy = _energy(off, spec.p)
-    if spec.norm == "count":
-        denom = (1.0 - mask).flatten(1).sum(1) * clip.shape[1]
-    elif spec.norm == "ratio":
-        denom = _energy(g, spec.p).detach()
-    elif spec.norm == "none":
-        denom = torch.ones_like(energy)
-    else:
-        raise ValueError(f"unknown guidance norm {spec.norm!r}")
-    penalty = (energy / (denom + _EPS)).mean()
-    with torch.no_grad():
-        fraction = _energy(off, "l2") / (_energy(g, "l2") + _EPS)
-    return penalty, fraction.detach()
+    return gradient_penalty(g, mask, spec=spec)
 
 
-def off_target_fraction(score: torch.Tensor, clip: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Detached off-target energy fraction per clip (B,), for evaluation (no graph is kept)."""
-    _, fraction = input_gradient_penalty(score, clip, mask, spec=GuidanceSpec(), create_graph=False)
-    return fraction
+__all__ = ["GuidanceSpec", "per_roi_score", "guidance_score", "non_target_weight", "frame_weights",
+           "gradient_penalty", "input_gradient_penalty", "off_target_fraction"]

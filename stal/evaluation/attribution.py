@@ -1,0 +1,42 @@
+"""Attribution metrics: how much of a model's input gradient lies off the target region.
+
+The off-target energy fraction of a clip (or of one ROI's source) is
+
+    F = ||(1 - m) * g||_2^2 / ||g||_2^2        in [0, 1]
+
+with g = d score / d clip (C, T, H, W) and m (T, H, W) the provenance target weight in
+[0, 1], broadcast over channels. F = 0: the score depends only on the target voxels;
+F = 1: only on everything else. It uses the raw provenance mask (no tolerance band), so
+runs with different guidance options are measured with the same ruler.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_EPS = 1e-12
+
+
+def energy_fraction(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Detached off-target energy fraction per row (N,), float32 or float64.
+
+    grad: (N, C, T, H, W) input gradients (one row per clip or per ROI).
+    mask: (N, T, H, W) target weight in [0, 1] of the same rows.
+    """
+    with torch.no_grad():
+        g = grad.detach()
+        g = g if g.dtype in (torch.float32, torch.float64) else g.float()
+        off = (1.0 - mask.to(g.dtype)).unsqueeze(1) * g
+        return off.pow(2).flatten(1).sum(1) / (g.pow(2).flatten(1).sum(1) + _EPS)
+
+
+def off_target_fraction(score: torch.Tensor, clip: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Off-target energy fraction per clip (B,) of ``score``'s input gradient (no graph kept).
+
+    score: scalar computed from ``clip`` (B, C, T, H, W, requires_grad); mask: (B, T, H, W).
+    """
+    if mask.shape != clip.shape[:1] + clip.shape[2:]:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match clip (B, T, H, W) = "
+                         f"{tuple(clip.shape[:1] + clip.shape[2:])}")
+    (g,) = torch.autograd.grad(score, clip)
+    return energy_fraction(g, mask)
