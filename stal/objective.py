@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from stal.errors import ConfigError
-from stal.guidance.finite_difference import capture_rng, fd_surrogate
+from stal.guidance.finite_difference import KinkPattern, capture_rng, fd_surrogate
 from stal.guidance.gradients import gradient_rows, roi_slots
 from stal.guidance.penalty import GuidanceSpec, gradient_penalty, per_roi_score
 from stal.losses import per_roi_task_loss
@@ -56,7 +56,9 @@ class Objective:
         rng_state = capture_rng(clip.device)
         exact = spec.mode == "exact" and guidance_weight > 0
         # The math attention backend supports double backward; fused kernels do not.
-        with sdpa_kernel(SDPBackend.MATH) if exact else nullcontext():
+        fd = spec.mode == "fd" and guidance_weight > 0
+        pattern = KinkPattern() if fd and spec.fd_freeze_kinks else None
+        with sdpa_kernel(SDPBackend.MATH) if exact else pattern.recording() if pattern else nullcontext():
             logits = model(clip, batch["rois"])
         losses = {"task": per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func).mean()}
         scores = per_roi_score(logits, batch["labels"], score=spec.score, loss_func=self.loss_func)
@@ -71,7 +73,7 @@ class Objective:
             entry = guidance_weight * penalty
         else:
             entry = guidance_weight * self._fd_entry(model, batch, clip, scores, grads, masks, batch_index,
-                                                     penalty=penalty, rng_state=rng_state)
+                                                     penalty=penalty, rng_state=rng_state, pattern=pattern)
         if spec.max_ratio > 0:
             entry, scale = self._capped(model, entry, losses["task"])
             stats["guidance_scale"] = scale
@@ -108,7 +110,7 @@ class Objective:
         except RuntimeError as exc:
             _reraise(exc)
 
-    def _fd_entry(self, model, batch, clip, scores, grads, masks, batch_index, *, penalty, rng_state):
+    def _fd_entry(self, model, batch, clip, scores, grads, masks, batch_index, *, penalty, rng_state, pattern):
         """penalty.detach() + (S - S.detach()) with S the finite-difference surrogate."""
         g = grads.detach().requires_grad_(True)
         (v,) = torch.autograd.grad(gradient_penalty(g, masks, spec=self.guidance)[0], g)
@@ -120,7 +122,7 @@ class Objective:
 
         s = fd_surrogate(forward_scores=forward_scores, model=model, clip=clip, scores=scores,
                          v_rows=v.detach(), batch_index=batch_index, slots=slots,
-                         fd_step=self.guidance.fd_step, rng_state=rng_state)
+                         fd_step=self.guidance.fd_step, rng_state=rng_state, pattern=pattern)
         return penalty.detach() + (s - s.detach())
 
     def _penalty_param_grads(self, model: nn.Module, entry: torch.Tensor) -> tuple[list, list]:

@@ -149,6 +149,9 @@ _C.GUIDANCE.TEMPORAL_DECAY = 0.0
 _C.GUIDANCE.ABSENT_FRAMES_OFF_TARGET = True
 # FD mode: step h = FD_STEP * ||x|| / ||v|| (relative to the input's norm).
 _C.GUIDANCE.FD_STEP = 1e-3
+# FD mode: replay the first forward's ReLU / amax pattern in the extra forward, so FD
+# matches exact through those kinks (False: plain forward difference, biased there).
+_C.GUIDANCE.FD_FREEZE_KINKS = True
 # Cap the penalty's parameter-gradient norm at MAX_RATIO x the task loss's (0: off; costs
 # one extra first-order backward per step).
 _C.GUIDANCE.MAX_RATIO = 0.0

@@ -13,10 +13,13 @@ ROI's v in that clip (one extra forward per slot, see :mod:`stal.guidance.gradie
 
 Step: h = fd_step * ||x|| / ||v|| (norms over the whole batch), i.e. a perturbation whose
 size is fd_step relative to the input. 1e-3 (the default) .. 1e-4 gave cosine >= 0.9999
-with the exact gradient for SiLU nets in float32; it is only approximate through ReLU
-(kinks between x and x + h v), see DESIGN.md section 5.
+with the exact gradient for SiLU nets in float32. Without freezing the kink pattern it is
+only approximate through ReLU and max (DESIGN.md section 5); with it, the remaining error
+is the truncation error of the smooth parts (small for moderate curvature; very curved
+models, e.g. a random tiny X3D with batch statistics over 2 clips, want a smaller step).
 
-Both evaluations see the same random state (dropout masks): the caller captures the RNG
+Both evaluations see the same ReLU / amax pattern (:class:`KinkPattern`, which makes FD
+match exact through those kinks too) and the same random state (dropout masks): the caller captures the RNG
 state before the first forward and each extra forward replays it. BatchNorm keeps training
 mode (batch statistics, as the exact gradient differentiates through them) but updates
 throw-away copies of its running statistics in the extra forward, so they move once per
@@ -25,11 +28,13 @@ step, as in plain training.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 
 def capture_rng(device: torch.device) -> dict:
@@ -73,16 +78,97 @@ def frozen_norm_stats(model: nn.Module) -> Iterator[None]:
                 setattr(mod, name, buf)
 
 
+_RELUS = (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
+_AMAXES = (torch.amax, torch.Tensor.amax)
+
+
+class KinkPattern(TorchFunctionMode):
+    """Freeze the kinks of ReLU and amax at the first forward's pattern for the extra forward.
+
+    Why: through a kink, x and x + h v can fall on different sides, and the forward difference
+    of the parameter gradient then jumps by O(1)/h; the bias does not shrink with h (the
+    spatial ``amax`` of the RoI head alone gave cosine 0.16 with the exact gradient on the
+    SiLU small3d). The exact double backward treats these patterns as fixed (their second
+    derivative is zero), so replaying the first forward's pattern -- relu(y) -> y * [y1 > 0],
+    amax(y) -> sum(y * onehot(argmax y1)) (ties shared evenly, as amax's backward does) -- makes
+    FD estimate the same quantity. Both forwards must make the same sequence of relu/amax calls
+    (same model, same input shapes); other kinks (max pooling, hardtanh, ...) are not frozen.
+
+    Use ``with pattern.recording():`` around the first forward and ``with pattern.replaying():``
+    around each extra forward.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[torch.Tensor] = []
+        self._replay: int | None = None
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        self.records, self._replay = [], None
+        with self:
+            yield
+
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        self._replay = 0
+        try:
+            with self:
+                yield
+            if self._replay != len(self.records):
+                raise RuntimeError(f"FD extra forward made {self._replay} relu/amax calls, the first "
+                                   f"{len(self.records)}: the model's forward is not repeatable")
+        finally:
+            self._replay = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RELUS:
+            return self._relu(func, args, kwargs)
+        if func in _AMAXES:
+            return self._amax(func, args, kwargs)
+        return func(*args, **kwargs)
+
+    def _next_record(self, x: torch.Tensor) -> torch.Tensor:
+        rec = self.records[self._replay] if self._replay < len(self.records) else None
+        if rec is None or rec.shape != x.shape:
+            raise RuntimeError("FD extra forward does not repeat the first forward's relu/amax calls")
+        self._replay += 1
+        return rec.to(x.dtype)
+
+    def _relu(self, func, args, kwargs):
+        x = args[0]
+        inplace = func in (torch.relu_, torch.Tensor.relu_) or kwargs.get("inplace", False) \
+            or (func is F.relu and len(args) > 1 and bool(args[1]))
+        if self._replay is None:
+            self.records.append((x.detach() > 0))
+            return func(*args, **kwargs)
+        mask = self._next_record(x)
+        return x.mul_(mask) if inplace else x * mask
+
+    def _amax(self, func, args, kwargs):
+        x = args[0]
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", ())
+        keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        dims = (dim,) if isinstance(dim, int) else tuple(dim) or tuple(range(x.ndim))
+        if self._replay is None:
+            ties = x.detach() == x.detach().amax(dims, keepdim=True)
+            self.records.append(ties / ties.sum(dims, keepdim=True))
+            return func(*args, **kwargs)
+        return (x * self._next_record(x)).sum(dims, keepdim=keepdim)
+
+
 def fd_surrogate(*, forward_scores: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
                  clip: torch.Tensor, scores: torch.Tensor, v_rows: torch.Tensor,
                  batch_index: torch.Tensor, slots: torch.Tensor | None, fd_step: float,
-                 rng_state: dict) -> torch.Tensor:
+                 rng_state: dict, pattern: KinkPattern | None = None) -> torch.Tensor:
     """Scalar whose parameter gradient is the finite-difference estimate of dR/dtheta.
 
     forward_scores: clip (B, C, T, H, W) -> per-ROI scores (R,) (the model's forward + score).
     clip: (B, C, T, H, W) the unperturbed input; scores: (R,) its scores, with graph.
     v_rows: (N, C, T, H, W) dR/dg per row, detached; union: N = B (slots None), per_source:
     N = R with ``slots`` (R,) from :func:`stal.guidance.gradients.roi_slots`.
+    pattern: the first forward's recorded :class:`KinkPattern`, replayed in each extra forward.
     """
     x = clip.detach()
     x_norm = x.float().norm()
@@ -99,7 +185,8 @@ def fd_surrogate(*, forward_scores: Callable[[torch.Tensor], torch.Tensor], mode
         if not torch.isfinite(v_norm) or v_norm == 0:
             continue  # R does not depend on g here: nothing to add
         h = float(fd_step * x_norm / v_norm)
-        with replayed_rng(rng_state, x.device), frozen_norm_stats(model):
+        with replayed_rng(rng_state, x.device), frozen_norm_stats(model), \
+                (pattern.replaying() if pattern is not None else nullcontext()):
             plus = forward_scores(x + h * v)
         total = total + (plus[chosen].sum() - scores[chosen].sum()) / h
     return total
