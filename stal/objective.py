@@ -55,11 +55,9 @@ class Objective:
         masks = self._row_masks(batch, clip)
         rng_state = capture_rng(clip.device)
         exact = spec.mode == "exact" and guidance_weight > 0
-        # The math attention backend supports double backward; fused kernels do not.
         fd = spec.mode == "fd" and guidance_weight > 0
         pattern = KinkPattern() if fd and spec.fd_freeze_kinks else None
-        with sdpa_kernel(SDPBackend.MATH) if exact else pattern.recording() if pattern else nullcontext():
-            logits = model(clip, batch["rois"])
+        logits = self._forward(model, clip, batch["rois"], exact=exact, pattern=pattern)
         losses = {"task": per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func).mean()}
         scores = per_roi_score(logits, batch["labels"], score=spec.score, loss_func=self.loss_func)
         batch_index = self._batch_index(batch, len(scores), clip.device)
@@ -81,6 +79,17 @@ class Objective:
             self._penalty_param_grads(model, entry)  # once: a clear error instead of one from backward()
         losses["guidance"] = entry
         return losses, stats
+
+    @staticmethod
+    def _forward(model: nn.Module, clip: torch.Tensor, rois, *, exact: bool, pattern: KinkPattern | None):
+        """Logits (R, classes). Exact: under the math attention backend (the fused SDPA kernels
+        have no double backward; harmless for CNNs). FD: recording the ReLU/amax pattern."""
+        if exact:
+            context = sdpa_kernel(SDPBackend.MATH)
+        else:
+            context = pattern.recording() if pattern is not None else nullcontext()
+        with context:
+            return model(clip, rois)
 
     def _row_masks(self, batch: dict, clip: torch.Tensor) -> torch.Tensor:
         """Target weight per row: (B, T, H, W) union or (R, T, H, W) per source, shape-checked."""

@@ -147,7 +147,7 @@ _C.GUIDANCE.TEMPORAL_DECAY = 0.0
 # Frames where a source is absent count fully as non-target (automatic with alpha masks);
 # False gives those frames weight 0 instead.
 _C.GUIDANCE.ABSENT_FRAMES_OFF_TARGET = True
-# FD mode: step h = FD_STEP * ||x|| / ||v|| (relative to the input's norm).
+# FD mode: step h = FD_STEP * ||x|| / ||v|| (relative to the input batch's norm).
 _C.GUIDANCE.FD_STEP = 1e-3
 # FD mode: replay the first forward's ReLU / amax pattern in the extra forward, so FD
 # matches exact through those kinks (False: plain forward difference, biased there).

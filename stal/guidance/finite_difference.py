@@ -11,8 +11,12 @@ task loss, in the trainer's single ``backward``) adds exactly that estimate to e
 Per source, slot j's ROIs are evaluated on x + h_j v_j, where v_j puts each clip's j-th
 ROI's v in that clip (one extra forward per slot, see :mod:`stal.guidance.gradients`).
 
-Step: h = fd_step * ||x|| / ||v|| (norms over the whole batch), i.e. a perturbation whose
-size is fd_step relative to the input. 1e-3 (the default) .. 1e-4 gave cosine >= 0.9999
+Step: h = fd_step * ||x|| / ||v|| (norms over the batch), i.e. a perturbation whose size
+is fd_step relative to the input. One h for the whole batch, not one per clip: train-mode
+BatchNorm couples the clips, and only a common step keeps the cross-clip terms consistent
+(a per-clip step gave cosine 0.91 instead of 1.0 on a BatchNorm X3D). So the estimate's
+truncation error, O(h), depends on the batch composition: DDP ranks agree with one process
+only up to it. 1e-3 (the default) .. 1e-4 gave cosine >= 0.9999
 with the exact gradient for SiLU nets in float32. Without freezing the kink pattern it is
 only approximate through ReLU and max (DESIGN.md section 5); with it, the remaining error
 is the truncation error of the smooth parts (small for moderate curvature; very curved
@@ -176,7 +180,7 @@ def fd_surrogate(*, forward_scores: Callable[[torch.Tensor], torch.Tensor], mode
     total = scores.new_zeros(())
     for j in range(num_slots):
         if slots is None:
-            v, chosen = v_rows, torch.ones_like(scores, dtype=torch.bool)
+            v, chosen = v_rows.to(x.dtype), torch.ones_like(scores, dtype=torch.bool)
         else:
             chosen = slots == j
             v = torch.zeros_like(x)

@@ -70,7 +70,7 @@ class GuidanceSpec:
     lowpass: int = 0  # block size b of the block-averaged energy; 0/1: pixelwise
     temporal_decay: float = 0.0  # frame weight exp(-decay |t - T//2|); 0: uniform
     absent_frames_off_target: bool = True  # False: frames without the source get weight 0
-    fd_step: float = 1e-3  # fd: h = fd_step * ||x|| / ||v||
+    fd_step: float = 1e-3  # fd: step h = fd_step * ||x|| / ||v|| (batch norms)
     fd_freeze_kinks: bool = True  # fd: replay the first forward's ReLU/amax pattern
     max_ratio: float = 0.0  # cap ||grad(lambda R)|| <= max_ratio ||grad L_task||; 0: off
 
