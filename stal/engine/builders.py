@@ -67,9 +67,9 @@ def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, scene_bias:
 def _ava_path(cfg: CfgNode, name: str) -> str:
     path = os.path.join(cfg.AVA.ANNOTATION_DIR, name)
     if not os.path.isfile(path):
-        raise DataError(f"AVA file not found: {path}. Prepare AVA first (see README, "
-                        f"'Real datasets': python data_prep/extract_frames.py and the AVA "
-                        f"annotation CSVs in AVA.ANNOTATION_DIR)")
+        raise DataError(f"AVA file not found: {path}. Put the AVA v2.2 annotation files from the "
+                        f"AVA dataset page in AVA.ANNOTATION_DIR and extract frames with "
+                        f"python data_prep/extract_frames.py --videos VIDEO_DIR --out AVA.FRAME_DIR")
     return path
 
 
@@ -86,7 +86,7 @@ def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score
         table = AvaTable(**{f: getattr(table, f)[keep] for f in ("video", "timestamp", "boxes", "action", "extra")})
     if not os.path.isdir(cfg.AVA.FRAME_DIR):
         raise DataError(f"AVA frame directory not found: {cfg.AVA.FRAME_DIR}. Extract frames with "
-                        f"python data_prep/extract_frames.py (see README)")
+                        f"python data_prep/extract_frames.py --videos VIDEO_DIR --out {cfg.AVA.FRAME_DIR}")
     return AvaKeyframeDataset(
         frame_dir=cfg.AVA.FRAME_DIR, table=table, fps=cfg.AVA.FPS, num_frames=cfg.DATA.NUM_FRAMES,
         sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE, mean=cfg.DATA.MEAN,
