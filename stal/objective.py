@@ -45,7 +45,10 @@ class Objective:
 
         batch: ``clip`` (B, 3, T, H, W), ``rois`` (R, 5) input pixels (or None: one ROI per
         clip, in clip order), ``labels``, ``mask`` (B, T, H, W) and, for per_source,
-        ``source_masks`` (R, T, H, W) in ROI order.
+        ``source_masks`` (R, T, H, W) in ROI order. Stats: ``penalty`` (R, unweighted),
+        ``off_target_energy`` (mean over rows -- clips for union, ROIs for per_source -- of
+        the raw-mask energy fraction, see :mod:`stal.evaluation.attribution`) and, with the
+        cap, ``guidance_scale``.
         """
         spec = self.guidance
         if spec is None:
