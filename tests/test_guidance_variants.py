@@ -478,3 +478,22 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(mode, tmp_path)
     sum(losses.values()).backward()
     for ddp_grad, p in zip(torch.load(out), model.parameters()):
         torch.testing.assert_close(ddp_grad, p.grad, rtol=1e-5, atol=1e-8)
+
+
+def test_ava_items_have_box_source_masks(tiny_demo):
+    """Real footage has no provenance: each ROI's source is its box over all frames."""
+    from stal.data.ava import AvaKeyframeDataset
+    from stal.data.ava_format import read_ava_csv
+    from stal.data.synthetic import collate_train
+
+    paths, kwargs = tiny_demo
+    data = AvaKeyframeDataset(frame_dir=paths.frames, table=read_ava_csv(paths.gt_csv), fps=kwargs["fps"],
+                              num_frames=4, sampling_rate=1, crop_size=kwargs["size"], mean=[0.5] * 3,
+                              std=[0.25] * 3, num_classes=4)
+    items = [data[i] for i in range(2)]
+    for it in items:
+        assert it["source_masks"].shape == (len(it["boxes"]), 4, kwargs["size"], kwargs["size"])
+        torch.testing.assert_close(it["source_masks"].amax(0), it["mask"])
+        assert (it["source_masks"] == it["source_masks"][:, :1]).all()  # the same box in every frame
+    batch = collate_train(items)
+    assert batch["source_masks"].shape[0] == len(batch["labels"]) == len(batch["rois"])
