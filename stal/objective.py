@@ -64,13 +64,25 @@ class Objective:
         losses = {"task": per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func).mean()}
         scores = per_roi_score(logits, batch["labels"], score=spec.score, loss_func=self.loss_func)
         batch_index = self._batch_index(batch, len(scores), clip.device)
-        grads = self._gradients(scores, clip, batch_index, create_graph=exact)
+        # FD, union, task-loss score: s = R * L_task, so one backward of s gives g and both
+        # losses' gradients on the first graph, which can then be freed (see _fd_fast).
+        fast = fd and spec.region == "union" and spec.score == "task_loss" and spec.max_ratio == 0 and len(scores)
+        if fast:
+            params = [p for p in model.parameters() if p.requires_grad]
+            grads, *g_params = torch.autograd.grad(scores.sum(), [clip] + params, allow_unused=True)
+            g_params = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_params)]
+        else:
+            grads = self._gradients(scores, clip, batch_index, create_graph=exact)
         penalty, fraction = gradient_penalty(grads, masks, spec=spec)
         stats = {"penalty": float(penalty.detach()), "off_target_energy": float(fraction.mean())}
         if guidance_weight <= 0:
             losses["guidance"] = guidance_weight * penalty.detach()
             return losses, stats
-        if exact:
+        if fast:
+            losses["task"], entry = self._fd_fast(model, batch, clip, scores, grads, masks, params, g_params,
+                                                  penalty=penalty, weight=guidance_weight, task=losses["task"],
+                                                  rng_state=rng_state, pattern=pattern)
+        elif exact:
             entry = guidance_weight * penalty
         else:
             entry = guidance_weight * self._fd_entry(model, batch, clip, scores, grads, masks, batch_index,
@@ -124,18 +136,37 @@ class Objective:
 
     def _fd_entry(self, model, batch, clip, scores, grads, masks, batch_index, *, penalty, rng_state, pattern):
         """penalty.detach() + (S - S.detach()) with S the finite-difference surrogate."""
-        g = grads.detach().requires_grad_(True)
-        (v,) = torch.autograd.grad(gradient_penalty(g, masks, spec=self.guidance)[0], g)
         slots = roi_slots(batch_index) if self.guidance.region == "per_source" else None
+        s, _ = fd_surrogate(forward_scores=self._score_fn(model, batch), model=model, clip=clip, scores=scores,
+                            v_rows=self._penalty_direction(grads, masks), batch_index=batch_index, slots=slots,
+                            fd_step=self.guidance.fd_step, rng_state=rng_state, pattern=pattern)
+        return penalty.detach() + (s - s.detach())
 
+    def _fd_fast(self, model, batch, clip, scores, grads, masks, params, g_params, *, penalty, weight, task,
+                 rng_state, pattern) -> tuple[torch.Tensor, torch.Tensor]:
+        """(task, guidance) entries when g_params = grad_theta s(x) is known and s = R * L_task:
+        L_task's gradient is g_params / R and the FD base term -g_params / h, both as linear
+        surrogates, so the trainer's backward only runs through the extra forward's graph."""
+        batch_index = self._batch_index(batch, len(scores), clip.device)
+        s, coeff = fd_surrogate(forward_scores=self._score_fn(model, batch), model=model, clip=clip,
+                                scores=scores.detach(), v_rows=self._penalty_direction(grads, masks),
+                                batch_index=batch_index, slots=None, fd_step=self.guidance.fd_step,
+                                rng_state=rng_state, pattern=pattern)
+        inv_h = float(coeff[0])  # union: one step for the whole batch
+        entry = weight * (penalty.detach() + (s - s.detach()) - inv_h * _linear(params, g_params))
+        return task.detach() + _linear(params, g_params) / len(scores), entry
+
+    def _score_fn(self, model: nn.Module, batch: dict):
         def forward_scores(x: torch.Tensor) -> torch.Tensor:
             return per_roi_score(model(x, batch["rois"]), batch["labels"], score=self.guidance.score,
                                  loss_func=self.loss_func)
+        return forward_scores
 
-        s = fd_surrogate(forward_scores=forward_scores, model=model, clip=clip, scores=scores,
-                         v_rows=v.detach(), batch_index=batch_index, slots=slots,
-                         fd_step=self.guidance.fd_step, rng_state=rng_state, pattern=pattern)
-        return penalty.detach() + (s - s.detach())
+    def _penalty_direction(self, grads: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """v = dR/dg at the current g (N, C, T, H, W), detached."""
+        g = grads.detach().requires_grad_(True)
+        (v,) = torch.autograd.grad(gradient_penalty(g, masks, spec=self.guidance)[0], g)
+        return v.detach()
 
     def _penalty_param_grads(self, model: nn.Module, entry: torch.Tensor) -> tuple[list, list]:
         """(parameters, d entry / d parameter) with zeros for unused parameters; graph retained."""
@@ -155,8 +186,12 @@ class Objective:
         scale = 1.0
         if n_pen > self.guidance.max_ratio * n_task:
             scale = float(self.guidance.max_ratio * n_task / n_pen)
-        linear = sum(((p - p.detach()) * g.detach()).sum() for p, g in zip(params, g_pen))
-        return scale * (entry.detach() + linear), scale
+        return scale * (entry.detach() + _linear(params, g_pen)), scale
+
+
+def _linear(params: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
+    """sum_p <p - p.detach(), G_p>: value 0, parameter gradient G (detached)."""
+    return sum(((p - p.detach()) * g.detach()).sum() for p, g in zip(params, grads))
 
 
 def _global_norm(grads: list[torch.Tensor]) -> torch.Tensor:

@@ -188,6 +188,16 @@ def test_union_equals_per_source_with_one_source_per_clip(mode):
     per_source = _guidance_grads(model, batch, GuidanceSpec(mode=mode, tolerance=1, region="per_source"))
     torch.testing.assert_close(per_source[0]["guidance"], union[0]["guidance"], rtol=1e-12, atol=0)
     torch.testing.assert_close(per_source[2], union[2], rtol=1e-10, atol=1e-14)
+    # The whole step's gradient too (FD union takes the path that precomputes the task gradient).
+    totals = []
+    for region in ("union", "per_source"):
+        losses, _ = Objective(loss_func="softmax", guidance=GuidanceSpec(mode=mode, region=region))(
+            model, batch, guidance_weight=0.3)
+        totals.append(torch.cat([g.flatten() for g in torch.autograd.grad(sum(losses.values()),
+                                                                          list(model.parameters()))]))
+        assert float(losses["task"]) == pytest.approx(float(F.cross_entropy(
+            model(batch["clip"], batch["rois"]), batch["labels"])), rel=1e-12)
+    torch.testing.assert_close(totals[0], totals[1], rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.region}-{s.penalty}-{s.norm}-{s.p}")

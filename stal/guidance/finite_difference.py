@@ -165,8 +165,12 @@ class KinkPattern(TorchFunctionMode):
 def fd_surrogate(*, forward_scores: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
                  clip: torch.Tensor, scores: torch.Tensor, v_rows: torch.Tensor,
                  batch_index: torch.Tensor, slots: torch.Tensor | None, fd_step: float,
-                 rng_state: dict, pattern: KinkPattern | None = None) -> torch.Tensor:
-    """Scalar whose parameter gradient is the finite-difference estimate of dR/dtheta.
+                 rng_state: dict, pattern: KinkPattern | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scalar whose parameter gradient is the finite-difference estimate of dR/dtheta, and the
+    weights c (R,) = 1 / h of each ROI's base score in it.
+
+    The scalar is sum_j (s_j(x + h_j v_j) - s_j(x)) / h_j. When ``scores`` come detached (the
+    caller already has grad_theta s(x)), it lacks the base term: subtract sum_r c_r grad s_r.
 
     forward_scores: clip (B, C, T, H, W) -> per-ROI scores (R,) (the model's forward + score).
     clip: (B, C, T, H, W) the unperturbed input; scores: (R,) its scores, with graph.
@@ -177,7 +181,7 @@ def fd_surrogate(*, forward_scores: Callable[[torch.Tensor], torch.Tensor], mode
     x = clip.detach()
     x_norm = x.float().norm()
     num_slots = 1 if slots is None else int(slots.max()) + 1 if len(slots) else 0
-    total = scores.new_zeros(())
+    total, coeff = scores.new_zeros(()), torch.zeros_like(scores.detach())
     for j in range(num_slots):
         if slots is None:
             v, chosen = v_rows.to(x.dtype), torch.ones_like(scores, dtype=torch.bool)
@@ -193,4 +197,5 @@ def fd_surrogate(*, forward_scores: Callable[[torch.Tensor], torch.Tensor], mode
                 (pattern.replaying() if pattern is not None else nullcontext()):
             plus = forward_scores(x + h * v)
         total = total + (plus[chosen].sum() - scores[chosen].sum()) / h
-    return total
+        coeff[chosen] = 1.0 / h
+    return total, coeff
