@@ -5,7 +5,10 @@ come as a scalar whose parameter gradient is lambda * dR/dtheta:
 - exact: lambda * R with R built on g = ds/dx (create_graph=True: a double backward);
 - fd: lambda * R.detach() + (S - S.detach()), S = lambda * (s(x + h v) - s(x)) / h (see
   :mod:`stal.guidance.finite_difference`): the logged value is lambda * R, the gradient
-  the finite-difference estimate;
+  the finite-difference estimate. With REGION union and SCORE task_loss, s = R * L_task:
+  the backward that gives g also gives grad_theta s, so L_task's gradient (grad s / R) and
+  the base term (-lambda grad s / h) come as linear surrogates (below) and the trainer's
+  backward runs only through the extra forward's graph (one backward fewer per step);
 - with ``max_ratio`` > 0, the entry's parameter gradient G is computed here and the entry
   becomes the linear surrogate c * (value + sum_p <p - p.detach(), G_p>), c <= 1 scaling
   ||c G|| down to max_ratio * ||grad L_task||: one extra first-order backward of the task
