@@ -94,7 +94,7 @@ def bench_model(name: str, *, rounds: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--rounds", type=int, default=9, help="timed rounds per model (median)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per model (median)")
     parser.add_argument("--models", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     args = parser.parse_args(argv)
     results = {"models": {}, "threads": torch.get_num_threads(), "torch": torch.__version__}
