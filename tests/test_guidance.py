@@ -96,3 +96,15 @@ def test_objective_adds_guidance_as_one_loss_entry():
     # An empty target mask puts all gradient energy off target: ratio penalty == 1.
     assert stats["off_target_energy"] == pytest.approx(1.0)
     assert float(guided["guidance"].detach()) == pytest.approx(0.5)
+
+
+def test_energy_fraction_is_scale_free_for_tiny_gradients():
+    # A model can shrink its input gradient below any fixed epsilon: the fraction must not
+    # then read as 0 (guided runs reached ~1e-7 rms gradients).
+    from stal.evaluation.attribution import energy_fraction
+
+    g = torch.randn(2, 3, 2, 4, 4)
+    mask = (torch.rand(2, 2, 4, 4) > 0.5).float()
+    big = energy_fraction(g, mask)
+    torch.testing.assert_close(energy_fraction(g * 1e-9, mask), big, rtol=1e-5, atol=0)
+    assert energy_fraction(torch.zeros_like(g), mask).eq(0).all()

@@ -8,13 +8,17 @@ with g = d score / d clip (C, T, H, W) and m (T, H, W) the provenance target wei
 [0, 1], broadcast over channels. F = 0: the score depends only on the target voxels;
 F = 1: only on everything else. It uses the raw provenance mask (no tolerance band), so
 runs with different guidance options are measured with the same ruler.
+
+No epsilon is added to the denominator: a model can shrink its whole input gradient far
+below any fixed epsilon (guided runs did, to about 1e-7 rms), and ``E_off / (E + eps)``
+then reads as 0 although most of the gradient is off target. Rows whose gradient is exactly
+zero report 0.
 """
 
 from __future__ import annotations
 
 import torch
 
-_EPS = 1e-12
 
 
 def energy_fraction(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -26,8 +30,12 @@ def energy_fraction(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         g = grad.detach()
         g = g if g.dtype in (torch.float32, torch.float64) else g.float()
+        # float64 sums: squared gradients of ~1e-7 would underflow float32's normal range.
+        g = g.double()
         off = (1.0 - mask.to(g.dtype)).unsqueeze(1) * g
-        return off.pow(2).flatten(1).sum(1) / (g.pow(2).flatten(1).sum(1) + _EPS)
+        num, den = off.pow(2).flatten(1).sum(1), g.pow(2).flatten(1).sum(1)
+        fraction = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
+        return fraction.to(grad.dtype if grad.dtype == torch.float64 else torch.float32)
 
 
 def off_target_fraction(score: torch.Tensor, clip: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
