@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 
 from stal.engine.sweep import execute, markdown_table, plan_runs, summarize  # noqa: E402
 
-KEYS = ["frame_mAP", "off_target_energy", "synth_val_accuracy", "synth_unbiased_accuracy"]
+KEYS = ["frame_mAP", "off_target_energy", "input_grad_rms", "synth_val_accuracy", "synth_unbiased_accuracy"]
 
 
 def main(argv: list[str] | None = None) -> int:

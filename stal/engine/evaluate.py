@@ -11,7 +11,7 @@ from stal.data.ava import collate_eval
 from stal.data.ava_format import AvaTable
 from stal.evaluation.frame_map import ava_frame_map
 from stal.engine.trainer import to_device
-from stal.evaluation.attribution import off_target_fraction
+from stal.evaluation.attribution import energy_fraction
 from stal.guidance.penalty import guidance_score
 from stal.losses import class_probabilities
 
@@ -60,23 +60,29 @@ def evaluate_synthetic(model: torch.nn.Module, dataset, *, batch_size: int, loss
 
     The fraction ||(1-m) g||^2 / ||g||^2 (g = d score / d clip, m = provenance target mask)
     is averaged over clips: the direct evidence of what the model's decision depends on.
+    ``input_grad_rms`` (root mean square of g over all voxels) exposes gradient masking: a
+    model that makes itself locally flat can satisfy a gradient penalty and keep using the
+    background.
     """
     from stal.data.synthetic import collate_train
 
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_train)
-    fractions, correct, total = [], 0, 0
+    fractions, squares, voxels, correct, total = [], 0.0, 0, 0, 0
     device = next(model.parameters()).device
     for batch in loader:
         batch = to_device(batch, device)
         clip = batch["clip"].requires_grad_(True)
         logits = model(clip, batch["rois"])
         s = guidance_score(logits, batch["labels"], score=score, loss_func=loss_func)
-        fractions.append(off_target_fraction(s, clip, batch["mask"]).cpu())
+        (g,) = torch.autograd.grad(s, clip)
+        fractions.append(energy_fraction(g, batch["mask"]).cpu())
+        squares += float(g.double().pow(2).sum())
+        voxels += g.numel()
         if loss_func == "softmax":
             correct += int((logits.argmax(1) == batch["labels"]).sum())
             total += len(batch["labels"])
-    out = {"off_target_energy": float(torch.cat(fractions).mean())}
+    out = {"off_target_energy": float(torch.cat(fractions).mean()), "input_grad_rms": (squares / max(voxels, 1)) ** 0.5}
     if total:
         out["synth_val_accuracy"] = correct / total
     return out

@@ -78,7 +78,7 @@ def markdown_table(summary: dict, keys: list[str]) -> str:
     seeds = sorted({s for row in summary.values() for s in next(iter(row.values()))["per_seed"]})
     lines = ["| config | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",
              "|---|---|" + "---|" * (len(seeds) + 1)]
-    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: "–" if v is None else (f"{v:.3f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.1e}")  # noqa: E731
     for cfg, row in summary.items():
         for key in keys:
             stats = row[key]
