@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
 from stal.data.demo_render import ACTIONS, SCENES, TUBE_H, TUBE_W, render_actor, render_scene
 from stal.structures import Sample
 from stal.synthesis.compose import PlacedTube, composite, tube_boxes
@@ -161,8 +162,6 @@ def _test_video(rng: np.random.Generator, *, size: int, num_frames: int,
 def generate_test_split(paths: DemoPaths, *, seed: int, size: int, num_videos: int,
                         keyframes: int, fps: int, max_actors: int, pose_randomness: float) -> None:
     """Write the AVA-format test split (frames, ground truth, person boxes, label map)."""
-    from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
-
     rng = np.random.default_rng([seed, 2])
     last_second = FIRST_SECOND + keyframes - 1
     num_frames = (last_second - VIDEO_START + 1) * fps  # room for a centred clip at the end
@@ -183,13 +182,14 @@ def generate_test_split(paths: DemoPaths, *, seed: int, size: int, num_videos: i
                 noisy = np.clip(box + rng.normal(0.0, 0.01, size=4), 0.0, 1.0)
                 det_rows.append((video, second, noisy, -1, rng.uniform(0.9, 1.0)))
     os.makedirs(paths.annotations, exist_ok=True)
-    write_ava_csv(paths.gt_csv, _table(AvaTable, gt_rows), score=False)
-    write_ava_csv(paths.person_boxes_csv, _table(AvaTable, det_rows), score=True)
+    write_ava_csv(paths.gt_csv, _table(gt_rows), score=False)
+    write_ava_csv(paths.person_boxes_csv, _table(det_rows), score=True)
     write_labelmap(paths.labelmap, {i + 1: name for i, name in enumerate(ACTIONS)})
 
 
-def _table(table_cls, rows: list) -> "AvaTable":
-    return table_cls(
+def _table(rows: list) -> AvaTable:
+    """Rows (video, second, box (4,), action, extra) as an :class:`AvaTable`."""
+    return AvaTable(
         video=np.array([r[0] for r in rows], dtype=object),
         timestamp=np.array([r[1] for r in rows], np.int64),
         boxes=np.array([r[2] for r in rows], np.float32).reshape(-1, 4),

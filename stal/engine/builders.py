@@ -54,14 +54,14 @@ def demo_data(cfg: CfgNode):
         max_actors=cfg.SYNTHESIS.ACTORS_MAX, pose_randomness=cfg.DEMO.POSE_RANDOMNESS)
 
 
-def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, scene_bias: float | None = None):
-    """Demo clips synthesized from the bank (SYNTHESIS.SCENE_BIAS unless ``scene_bias`` is given)."""
+def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int):
+    """Demo clips synthesized from the bank with the training synthesis policy."""
     from stal.data.synthetic import DemoSynthesisDataset
 
     return DemoSynthesisDataset(
         bank_path=demo_data(cfg).bank, length=length, seed=seed, num_frames=cfg.DATA.NUM_FRAMES,
         actors_min=cfg.SYNTHESIS.ACTORS_MIN, actors_max=cfg.SYNTHESIS.ACTORS_MAX,
-        scene_bias=cfg.SYNTHESIS.SCENE_BIAS if scene_bias is None else scene_bias, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+        scene_bias=cfg.SYNTHESIS.SCENE_BIAS, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
 
 
 def _ava_path(cfg: CfgNode, name: str) -> str:

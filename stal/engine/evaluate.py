@@ -27,8 +27,8 @@ def predict_detections(model: torch.nn.Module, dataset, *, batch_size: int, loss
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_eval)
     videos, seconds, boxes, actions, scores = [], [], [], [], []
     cols = np.asarray(class_ids) - 1
+    device = next(model.parameters()).device
     for batch in tqdm(loader, desc="test", leave=False, disable=None):
-        device = next(model.parameters()).device
         logits = model(batch["clip"].to(device), batch["rois"].to(device))
         probs = class_probabilities(logits, loss_func=loss_func).float().cpu().numpy()
         n = len(batch["keys"])
@@ -55,14 +55,14 @@ def evaluate_frame_map(model: torch.nn.Module, split: dict, *, batch_size: int,
 
 
 def evaluate_synthetic(model: torch.nn.Module, dataset, *, batch_size: int, loss_func: str,
-                       score: str) -> dict:
+                       score: str, attribution: bool = True) -> dict:
     """On held-out synthesized clips: ROI accuracy and the off-target input-gradient energy fraction.
 
     The fraction ||(1-m) g||^2 / ||g||^2 (g = d score / d clip, m = provenance target mask)
     is averaged over clips: the direct evidence of what the model's decision depends on.
     ``input_grad_rms`` (root mean square of g over all voxels) exposes gradient masking: a
     model that makes itself locally flat can satisfy a gradient penalty and keep using the
-    background.
+    background. With ``attribution`` False only the accuracy is computed (no input gradient).
     """
     from stal.data.synthetic import collate_train
 
@@ -72,17 +72,21 @@ def evaluate_synthetic(model: torch.nn.Module, dataset, *, batch_size: int, loss
     device = next(model.parameters()).device
     for batch in loader:
         batch = to_device(batch, device)
-        clip = batch["clip"].requires_grad_(True)
-        logits = model(clip, batch["rois"])
-        s = guidance_score(logits, batch["labels"], score=score, loss_func=loss_func)
-        (g,) = torch.autograd.grad(s, clip)
-        fractions.append(energy_fraction(g, batch["mask"]).cpu())
-        squares += float(g.double().pow(2).sum())
-        voxels += g.numel()
+        clip = batch["clip"].requires_grad_(attribution)
+        with torch.set_grad_enabled(attribution):
+            logits = model(clip, batch["rois"])
+        if attribution:
+            s = guidance_score(logits, batch["labels"], score=score, loss_func=loss_func)
+            (g,) = torch.autograd.grad(s, clip)
+            fractions.append(energy_fraction(g, batch["mask"]).cpu())
+            squares += float(g.double().pow(2).sum())
+            voxels += g.numel()
         if loss_func == "softmax":
             correct += int((logits.argmax(1) == batch["labels"]).sum())
             total += len(batch["labels"])
-    out = {"off_target_energy": float(torch.cat(fractions).mean()), "input_grad_rms": (squares / max(voxels, 1)) ** 0.5}
+    out = {}
+    if attribution:
+        out = {"off_target_energy": float(torch.cat(fractions).mean()), "input_grad_rms": (squares / max(voxels, 1)) ** 0.5}
     if total:
         out["synth_val_accuracy"] = correct / total
     return out

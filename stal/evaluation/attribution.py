@@ -37,15 +37,3 @@ def energy_fraction(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         num, den = off.pow(2).flatten(1).sum(1), g.pow(2).flatten(1).sum(1)
         fraction = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
         return fraction.to(grad.dtype if grad.dtype == torch.float64 else torch.float32)
-
-
-def off_target_fraction(score: torch.Tensor, clip: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Off-target energy fraction per clip (B,) of ``score``'s input gradient (no graph kept).
-
-    score: scalar computed from ``clip`` (B, C, T, H, W, requires_grad); mask: (B, T, H, W).
-    """
-    if mask.shape != clip.shape[:1] + clip.shape[2:]:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match clip (B, T, H, W) = "
-                         f"{tuple(clip.shape[:1] + clip.shape[2:])}")
-    (g,) = torch.autograd.grad(score, clip)
-    return energy_fraction(g, mask)

@@ -6,7 +6,7 @@ puts them together; the held-out metric lives in :mod:`stal.evaluation.attributi
 """
 
 from stal.guidance.penalty import (GuidanceSpec, gradient_penalty, guidance_score, input_gradient_penalty,
-                                   off_target_fraction, per_roi_score)
+                                   per_roi_score)
 
 __all__ = ["GuidanceSpec", "gradient_penalty", "guidance_score", "input_gradient_penalty",
-           "off_target_fraction", "per_roi_score"]
+           "per_roi_score"]

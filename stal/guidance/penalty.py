@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from stal.evaluation.attribution import energy_fraction, off_target_fraction
+from stal.evaluation.attribution import energy_fraction
 from stal.losses import per_roi_task_loss
 
 _CHOICES = {
@@ -207,4 +207,4 @@ def input_gradient_penalty(score: torch.Tensor, clip: torch.Tensor, mask: torch.
 
 
 __all__ = ["GuidanceSpec", "per_roi_score", "guidance_score", "non_target_weight", "frame_weights",
-           "gradient_penalty", "input_gradient_penalty", "off_target_fraction"]
+           "gradient_penalty", "input_gradient_penalty"]
