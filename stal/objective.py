@@ -13,6 +13,8 @@ come as a scalar whose parameter gradient is lambda * dR/dtheta:
   becomes the linear surrogate c * (value + sum_p <p - p.detach(), G_p>), c <= 1 scaling
   ||c G|| down to max_ratio * ||grad L_task||: one extra first-order backward of the task
   loss; the penalty's backward is still done only once.
+- counterfactual: lambda * R with R the prediction shift between ``clip`` and ``clip_cf``
+  (:mod:`stal.guidance.counterfactual`), both rendered in one forward; no input gradient.
 The first exact step also computes G once (and discards it), so that a model op without a
 double-backward kernel is reported as a ConfigError here rather than deep in backward().
 """
@@ -26,6 +28,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from stal.errors import ConfigError
+from stal.guidance.counterfactual import paired_rois, prediction_shift
 from stal.guidance.finite_difference import KinkPattern, capture_rng, fd_surrogate
 from stal.guidance.gradients import gradient_rows, roi_slots
 from stal.guidance.penalty import GuidanceSpec, gradient_penalty, per_roi_score
@@ -57,6 +60,8 @@ class Objective:
         if spec is None:
             logits = model(batch["clip"], batch["rois"])
             return {"task": per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func).mean()}, {}
+        if spec.mode == "counterfactual":
+            return self._counterfactual(model, batch, guidance_weight=guidance_weight)
         clip = batch["clip"].detach().requires_grad_(True)
         masks = self._row_masks(batch, clip)
         rng_state = capture_rng(clip.device)
@@ -97,6 +102,25 @@ class Objective:
             self._penalty_param_grads(model, entry)  # once: a clear error instead of one from backward()
         losses["guidance"] = entry
         return losses, stats
+
+    def _counterfactual(self, model: nn.Module, batch: dict, *, guidance_weight: float) -> tuple[dict, dict]:
+        """Task loss on ``clip``; guidance = lambda * mean prediction shift to ``clip_cf``.
+
+        Both renderings go through one forward (batch 2B): the same weights and dropout
+        stream for both, and one backward. The penalty is computed (and logged) even while
+        the weight is 0 so that warm-up runs show what they will be penalized for.
+        """
+        if batch.get("clip_cf") is None:
+            raise ConfigError("GUIDANCE.MODE counterfactual needs batch['clip_cf'] (B, 3, T, H, W), the same "
+                              "actors over another background; this training set does not render it")
+        clip, rois, num = batch["clip"], batch["rois"], len(batch["labels"])
+        logits = model(torch.cat([clip, batch["clip_cf"]]), paired_rois(rois, clip.shape[0]))
+        logits, logits_cf = logits[:num], logits[num:]
+        shift = prediction_shift(logits, logits_cf, loss_func=self.loss_func)
+        penalty = shift.mean() if num else logits.sum() * 0.0
+        task = per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func).mean()
+        entry = guidance_weight * penalty if guidance_weight > 0 else guidance_weight * penalty.detach()
+        return {"task": task, "guidance": entry}, {"penalty": float(penalty.detach())}
 
     @staticmethod
     def _forward(model: nn.Module, clip: torch.Tensor, rois, *, exact: bool, pattern: KinkPattern | None):

@@ -116,7 +116,10 @@ _C.GUIDANCE = CfgNode()
 _C.GUIDANCE.ENABLE = False
 # "exact": differentiate the input gradient (double backward); "fd": finite-difference
 # Hessian-vector product (one extra forward+backward, no double-backward kernels; accurate
-# for smooth activations such as SiLU, approximate through ReLU).
+# for smooth activations such as SiLU, approximate through ReLU); "counterfactual": no
+# input gradient -- penalize the change of each actor's prediction when the synthesizer
+# re-renders the same actors over a background of another scene (symmetric KL; needs a
+# synthesized training set; the gradient-penalty keys below do not apply).
 _C.GUIDANCE.MODE = "exact"
 # Weight lambda of the penalty (>= 0).
 _C.GUIDANCE.LAMBDA = 0.1

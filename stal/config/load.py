@@ -23,7 +23,7 @@ _CHOICES = {
     "MODEL.LOSS_FUNC": ("softmax", "bce"),
     "SOLVER.OPTIMIZING_METHOD": ("adamw", "sgd"),
     "SOLVER.LR_POLICY": ("cosine", "constant"),
-    "GUIDANCE.MODE": ("exact", "fd"),
+    "GUIDANCE.MODE": ("exact", "fd", "counterfactual"),
     "GUIDANCE.SCORE": ("task_loss", "logprob", "logit"),
     "GUIDANCE.NORM": ("none", "count", "ratio"),
     "GUIDANCE.P": ("l2", "l1"),

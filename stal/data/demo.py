@@ -111,13 +111,23 @@ class DemoBank:
         self.by_scene = [np.flatnonzero(self.scenes == s) for s in range(len(SCENES))]
 
 
-def synthesize_sample(bank: DemoBank, rng: np.random.Generator, *, num_frames: int,
-                      num_actors: int, scene_bias: float) -> Sample:
-    """One training clip: ``num_actors`` tubes pasted on a background; keyframe = T // 2.
+@dataclass
+class DemoLayout:
+    """The random choices behind one training clip, before compositing.
 
-    With probability ``scene_bias`` the background's scene is the one paired with the first
-    actor's action (scene k <-> action k); otherwise it is drawn uniformly.
+    background: float32 (T, H, W, 3) in [0, 1], the clip's background window.
+    placed: the actor tubes, in paste order (later on top).
+    labels: int64 (K,) action of each tube (0-based).
     """
+
+    background: np.ndarray
+    placed: list[PlacedTube]
+    labels: np.ndarray
+
+
+def draw_layout(bank: DemoBank, rng: np.random.Generator, *, num_frames: int,
+                num_actors: int, scene_bias: float) -> DemoLayout:
+    """Draw tubes, scene, background window and placement for one clip (see synthesize_sample)."""
     size = bank.backgrounds.shape[2]
     tube_ids = rng.integers(0, len(bank.tubes), size=num_actors)
     labels = bank.tube_labels[tube_ids]
@@ -132,9 +142,40 @@ def synthesize_sample(bank: DemoBank, rng: np.random.Generator, *, num_frames: i
             rgba = rgba[:, :, ::-1]
         top, left = _no_overlap_position(rng, size, [(p.top, p.left) for p in placed])
         placed.append(PlacedTube(np.ascontiguousarray(rgba), top, left))
-    clip, prov = composite(bg[start:start + num_frames], placed)
-    boxes = np.stack([tube_boxes(p, size, size) for p in placed])
-    return Sample(clip=clip, boxes=boxes, labels=labels, keyframe=num_frames // 2, provenance=prov)
+    return DemoLayout(background=bg[start:start + num_frames], placed=placed, labels=labels)
+
+
+def render_layout(layout: DemoLayout, background: np.ndarray | None = None) -> Sample:
+    """Composite the layout's tubes over its background (or over ``background``, same shape)."""
+    bg = layout.background if background is None else background
+    _, H, W, _ = bg.shape
+    clip, prov = composite(bg, layout.placed)
+    boxes = np.stack([tube_boxes(p, H, W) for p in layout.placed])
+    return Sample(clip=clip, boxes=boxes, labels=layout.labels, keyframe=len(bg) // 2, provenance=prov)
+
+
+def swapped_background(bank: DemoBank, rng: np.random.Generator, *, scene_of: np.ndarray,
+                       num_frames: int) -> np.ndarray:
+    """A background window (T, H, W, 3) whose scene differs from the one the layout's first
+    actor's action goes with: the counterfactual rendering that breaks the scene bias.
+
+    scene_of: the layout's labels (scene k goes with action k).
+    """
+    scene = int(rng.choice([s for s in range(len(SCENES)) if s != int(scene_of[0])]))
+    bg = bank.backgrounds[rng.choice(bank.by_scene[scene])]
+    start = int(rng.integers(0, BANK_FRAMES - num_frames + 1))
+    return bg[start:start + num_frames]
+
+
+def synthesize_sample(bank: DemoBank, rng: np.random.Generator, *, num_frames: int,
+                      num_actors: int, scene_bias: float) -> Sample:
+    """One training clip: ``num_actors`` tubes pasted on a background; keyframe = T // 2.
+
+    With probability ``scene_bias`` the background's scene is the one paired with the first
+    actor's action (scene k <-> action k); otherwise it is drawn uniformly.
+    """
+    return render_layout(draw_layout(bank, rng, num_frames=num_frames, num_actors=num_actors,
+                                     scene_bias=scene_bias))
 
 
 def _write_frames(directory: str, video: str, clip: np.ndarray) -> None:

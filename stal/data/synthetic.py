@@ -6,6 +6,9 @@ int64 (R,); ``mask`` float32 (B, T, H, W) in [0, 1], the union of the labelled s
 visible weight (the guidance target region); ``source_masks`` float32 (R, T, H, W), for
 each ROI row (same order as ``rois`` / ``labels``) the visible weight of that ROI's own
 source (``Provenance.alpha[k]``; zero in frames where the source is absent).
+With counterfactual renderings (GUIDANCE.MODE counterfactual), ``clip_cf`` float32
+(B, 3, T, H, W): the same actors at the same places over a background of another scene,
+so ``rois`` and ``labels`` hold for it too.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stal.data.demo import DemoBank, synthesize_sample
+from stal.data.demo import DemoBank, draw_layout, render_layout, swapped_background
 from stal.structures import Sample
 
 
@@ -60,6 +63,8 @@ def collate_train(items: list[dict]) -> dict:
     }
     if all("source_masks" in it for it in items):
         batch["source_masks"] = torch.cat([it["source_masks"] for it in items])
+    if all("clip_cf" in it for it in items):
+        batch["clip_cf"] = torch.stack([it["clip_cf"] for it in items])
     return batch
 
 
@@ -68,16 +73,20 @@ class DemoSynthesisDataset(Dataset):
 
     Sample ``i`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e, i)``, so it is
     the same on any worker or rank and after a resume. Call :meth:`set_epoch` each epoch.
+    With ``counterfactual``, items also carry ``clip_cf`` (see the module docstring), drawn
+    from a separate generator ``(seed, e, i, 1)`` so that the clips themselves are the same
+    as without it.
     """
 
     def __init__(self, *, bank_path: str, length: int, seed: int, num_frames: int,
                  actors_min: int, actors_max: int, scene_bias: float,
-                 mean: Sequence[float], std: Sequence[float]):
+                 mean: Sequence[float], std: Sequence[float], counterfactual: bool = False):
         self.bank = DemoBank(bank_path)
         self.length, self.seed, self.epoch = length, seed, 0
         self.num_frames, self.scene_bias = num_frames, scene_bias
         self.actors = (actors_min, actors_max)
         self.mean, self.std = list(mean), list(std)
+        self.counterfactual = counterfactual
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -85,11 +94,20 @@ class DemoSynthesisDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def sample(self, index: int) -> Sample:
+    def _layout(self, index: int):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         num_actors = int(rng.integers(self.actors[0], self.actors[1] + 1))
-        return synthesize_sample(self.bank, rng, num_frames=self.num_frames,
-                                 num_actors=num_actors, scene_bias=self.scene_bias)
+        return draw_layout(self.bank, rng, num_frames=self.num_frames, num_actors=num_actors,
+                           scene_bias=self.scene_bias)
+
+    def sample(self, index: int) -> Sample:
+        return render_layout(self._layout(index))
 
     def __getitem__(self, index: int) -> dict:
-        return sample_to_item(self.sample(index), self.mean, self.std)
+        layout = self._layout(index)
+        item = sample_to_item(render_layout(layout), self.mean, self.std)
+        if self.counterfactual:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            bg = swapped_background(self.bank, rng, scene_of=layout.labels, num_frames=self.num_frames)
+            item["clip_cf"] = normalize_clip(render_layout(layout, bg).clip, self.mean, self.std)
+        return item

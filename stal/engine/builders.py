@@ -54,14 +54,16 @@ def demo_data(cfg: CfgNode):
         max_actors=cfg.SYNTHESIS.ACTORS_MAX, pose_randomness=cfg.DEMO.POSE_RANDOMNESS)
 
 
-def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int):
-    """Demo clips synthesized from the bank with the training synthesis policy."""
+def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, counterfactual: bool = False):
+    """Demo clips synthesized from the bank with the training synthesis policy; with
+    ``counterfactual`` each item also carries the background-swapped rendering ``clip_cf``."""
     from stal.data.synthetic import DemoSynthesisDataset
 
     return DemoSynthesisDataset(
         bank_path=demo_data(cfg).bank, length=length, seed=seed, num_frames=cfg.DATA.NUM_FRAMES,
         actors_min=cfg.SYNTHESIS.ACTORS_MIN, actors_max=cfg.SYNTHESIS.ACTORS_MAX,
-        scene_bias=cfg.SYNTHESIS.SCENE_BIAS, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+        scene_bias=cfg.SYNTHESIS.SCENE_BIAS, mean=cfg.DATA.MEAN, std=cfg.DATA.STD,
+        counterfactual=counterfactual)
 
 
 def _ava_path(cfg: CfgNode, name: str) -> str:
@@ -98,7 +100,9 @@ def build_train_loader(cfg: CfgNode) -> DataLoader:
     from stal.data.synthetic import collate_train
 
     if cfg.TRAIN.DATASET == "demo":
-        dataset = build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH)
+        counterfactual = bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "counterfactual")
+        dataset = build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
+                                          counterfactual=counterfactual)
     else:
         dataset = _ava_dataset(cfg, list(cfg.AVA.TRAIN_GT_BOX_LISTS), with_labels=True, score_thresh=0.0)
     return DataLoader(dataset, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=True, drop_last=True,

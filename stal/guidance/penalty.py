@@ -50,7 +50,7 @@ _CHOICES = {
     "norm": ("none", "count", "ratio"),
     "p": ("l2", "l1"),
     "region": ("union", "per_source"),
-    "mode": ("exact", "fd"),
+    "mode": ("exact", "fd", "counterfactual"),
     "penalty": ("energy", "colour_shift"),
 }
 
@@ -63,7 +63,7 @@ class GuidanceSpec:
     norm: str = "ratio"  # "none" | "count" | "ratio"
     p: str = "l2"  # "l2" (squared) | "l1"
     region: str = "union"  # "union" | "per_source"
-    mode: str = "exact"  # "exact" (double backward) | "fd" (finite-difference HVP)
+    mode: str = "exact"  # "exact" (double backward) | "fd" (finite-difference HVP) | "counterfactual"
     penalty: str = "energy"  # "energy" | "colour_shift"
     tolerance: int = 0  # spatial dilation of the target mask, pixels
     tolerance_frames: int = 0  # temporal dilation of the target mask, frames
