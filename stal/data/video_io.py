@@ -1,5 +1,10 @@
 """Video decoding with PyAV (no ffmpeg binary needed) and frame extraction at a fixed rate.
 
+Two ways to get clips: extract JPEG frames once (:func:`frames_at_fps`, used by
+``data_prep/extract_frames.py``) and read them with :func:`read_frame_files`, or read clips
+straight from the videos with :func:`read_clip_pyav` / :func:`read_clip_decord`
+(``tools/bench_decode.py`` measures the three). Frames are uint8 (H, W, 3) RGB.
+
 Frame selection follows ffmpeg's ``fps`` filter with its default rounding ("near"): output
 frame i (0-based) shows the decoded frame whose presentation time is nearest to
 ``start + i / fps``; ties go to the earlier frame. Output frames are written as
@@ -9,16 +14,20 @@ frame i (0-based) shows the decoded frame whose presentation time is nearest to
 
 from __future__ import annotations
 
-import os
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from stal.errors import DataError
 
 
-def decode_with_times(path: str) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (presentation time in seconds, uint8 (H, W, 3) RGB frame) for each decoded frame."""
+def decode_with_times(path: str, *, seek: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (presentation time in seconds, uint8 (H, W, 3) RGB frame) for each decoded frame.
+
+    ``seek`` > 0 starts at the key frame at or before that time (seconds) instead of the
+    first frame, so frames from a little before ``seek`` on are yielded, not from 0.
+    """
     import av
 
     try:
@@ -30,6 +39,8 @@ def decode_with_times(path: str) -> Iterator[tuple[float, np.ndarray]]:
         if stream is None:
             raise DataError(f"{path} has no video stream")
         try:
+            if seek > 0 and stream.time_base is not None:
+                container.seek(int(seek / stream.time_base), stream=stream, backward=True)
             for frame in container.decode(stream):
                 if frame.pts is None:
                     continue
@@ -46,7 +57,8 @@ def frames_at_fps(path: str, *, fps: float, start: float = 0.0,
     """
     end = float("inf") if duration is None else start + duration
     index, prev = 0, None
-    for t, frame in decode_with_times(path):
+    # Seek a second early: the frame just before ``start`` can be the nearest to it.
+    for t, frame in decode_with_times(path, seek=max(0.0, start - 1.0)):
         while start + index / fps < end:
             target = start + index / fps
             if t < target:
@@ -63,3 +75,108 @@ def frames_at_fps(path: str, *, fps: float, start: float = 0.0,
         while start + index / fps < end and start + index / fps - prev[0] < 1.0 / fps:
             yield prev[1]
             index += 1
+
+
+# ----------------------------------------------------------------------------------------
+# Probing and clip reading (the "no extraction" path: clips straight from the video)
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container header says about a video (not verified by decoding).
+
+    ``duration`` in seconds (0.0 when the header has none), ``fps`` the average frame
+    rate, ``num_frames`` the header's count (0 when unknown), ``width`` / ``height`` pixels.
+    """
+
+    duration: float
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+
+
+def probe_video(path: str) -> VideoInfo:
+    """Read the header of ``path``; raises DataError naming the file when it cannot be opened."""
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise DataError(f"cannot open video {path}: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise DataError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000  # av.time_base: microseconds
+        else:
+            duration = 0.0
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        return VideoInfo(duration=duration, fps=fps, num_frames=int(stream.frames or 0),
+                         width=stream.codec_context.width, height=stream.codec_context.height)
+
+
+def read_clip_pyav(path: str, *, start: float, num_frames: int, stride: int = 1) -> np.ndarray:
+    """uint8 (T, H, W, 3) RGB: every ``stride``-th decoded frame from time ``start`` (seconds).
+
+    Seeks to the key frame before ``start`` and decodes forward, so the cost is about one
+    GOP plus the clip. Raises DataError when the video ends before T frames.
+    """
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise DataError(f"cannot open video {path}: {exc}") from None
+    frames: list[np.ndarray] = []
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+        half_period = 0.5 / float(stream.average_rate or 30)
+        taken = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None or float(frame.pts * frame.time_base) < start - half_period:
+                    continue
+                if taken % stride == 0:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                    if len(frames) == num_frames:
+                        break
+                taken += 1
+        except av.error.FFmpegError as exc:
+            raise DataError(f"{path}: decoding failed ({exc})") from None
+    if len(frames) < num_frames:
+        raise DataError(f"{path}: {len(frames)} frames from {start:.3f} s at stride {stride}; expected {num_frames}")
+    return np.stack(frames)
+
+
+def read_clip_decord(path: str, *, indices: Sequence[int]) -> np.ndarray:
+    """uint8 (T, H, W, 3) RGB frames ``indices`` (0-based decoded frame numbers) with decord."""
+    import decord
+
+    try:
+        reader = decord.VideoReader(path, num_threads=1)
+    except (RuntimeError, decord.DECORDError) as exc:
+        raise DataError(f"cannot open video {path} with decord: {exc}") from None
+    if max(indices) >= len(reader):
+        raise DataError(f"{path}: frame {max(indices)} requested; the video has {len(reader)}")
+    return reader.get_batch(list(indices)).asnumpy()
+
+
+def read_frame_files(paths: Sequence[str]) -> np.ndarray:
+    """uint8 (T, H, W, 3) RGB from image files; an unreadable file is a DataError naming it."""
+    from PIL import Image
+
+    frames = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                frames.append(np.asarray(img.convert("RGB")))
+        except OSError as exc:
+            raise DataError(f"cannot read frame {path}: {exc}") from None
+    return np.stack(frames)
