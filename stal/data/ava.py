@@ -2,9 +2,14 @@
 
 Layout (PySlowFast / AVA convention): ``<frame_dir>/<video>/<video>_%06d.jpg`` with 1-based
 file numbers as ffmpeg writes them; frame index i (0-based) is file i+1, and the keyframe
-of second s is frame index ``(s - 900) * fps``. A clip of T frames is centred on the
-keyframe (indices ``k - T//2 * rate ... k + (T - T//2 - 1) * rate``), clamped to the video.
-Boxes are normalized x1, y1, x2, y2 in the table and input pixels in the items.
+of second s is frame index ``(s - video_start) * fps`` (AVA: ``(s - 900) * 30``). A clip of
+T frames is centred on the keyframe (indices ``k - T//2 * rate ... k + (T - T//2 - 1) * rate``),
+clamped to the video. Boxes are normalized x1, y1, x2, y2 in the table and input pixels in
+the items.
+
+Other datasets reuse the class with their own ``frame_template`` and time base: the ACT
+layout of UCF101-24 / JHMDB (``rgb-images/<video>/%05d.jpg``, one "second" per frame) is
+``frame_template="{video}/{number:05d}.jpg", fps=1, video_start=1`` (see stal.data.act).
 """
 
 from __future__ import annotations
@@ -30,34 +35,55 @@ def group_keyframes(table: AvaTable) -> list[tuple[str, int, np.ndarray]]:
     return [(v, s, np.asarray(rows)) for (v, s), rows in order.items()]
 
 
+AVA_FRAME_TEMPLATE = "{video}/{video}_{number:06d}.jpg"
+
+
 class AvaKeyframeDataset(Dataset):
     """One item per annotated keyframe: the centred clip and that keyframe's boxes.
 
     Items: ``clip`` float32 (3, T, S, S) normalized, ``boxes`` float32 (K, 4) input pixels,
     ``boxes_norm`` (K, 4) normalized, ``scores`` (K,) (table's last column), ``key``
-    (video, second), and ``labels`` float32 (K, num_classes) multi-hot when ``num_classes``
-    is given (rows of the same box are merged: AVA lists one row per (person, action)),
-    with then ``mask`` (T, S, S) and ``source_masks`` (K, T, S, S): the boxes over all frames.
+    (video, second), and when ``num_classes`` is given ``labels``: float32 (K, num_classes)
+    multi-hot (``label_mode="multi"``, AVA: rows of the same box are merged, AVA lists one
+    row per (person, action)) or int64 (K,) class index ``action - 1`` (``"single"``:
+    UCF101-24 / JHMDB, one action per box), with then ``mask`` (T, S, S) and
+    ``source_masks`` (K, T, S, S): the boxes over all frames.
+
+    ``excluded`` keyframes ((video, second) pairs, AVA's excluded-timestamps CSV) get no item.
+    ``frame_counts`` ({video: frames}) saves listing the folders; by default a video's
+    frame count is the number of ``.jpg`` files in its folder.
     """
 
     def __init__(self, *, frame_dir: str, table: AvaTable, fps: int, num_frames: int,
                  sampling_rate: int, crop_size: int, mean: Sequence[float], std: Sequence[float],
-                 num_classes: int | None = None, video_start: int = 900):
+                 num_classes: int | None = None, video_start: int = 900, label_mode: str = "multi",
+                 excluded: set[tuple[str, int]] | None = None, frame_template: str = AVA_FRAME_TEMPLATE,
+                 frame_counts: dict[str, int] | None = None):
         if not os.path.isdir(frame_dir):
             raise DataError(f"frame directory not found: {frame_dir}")
+        if label_mode not in ("multi", "single"):
+            raise ValueError(f"label_mode must be 'multi' or 'single', got {label_mode!r}")
         self.frame_dir, self.table, self.fps = frame_dir, table, fps
         self.num_frames, self.rate, self.size = num_frames, sampling_rate, crop_size
         self.mean, self.std, self.num_classes = list(mean), list(std), num_classes
-        self.video_start = video_start
-        self.keyframes = group_keyframes(table)
-        self._counts: dict[str, int] = {}
+        self.video_start, self.label_mode, self.frame_template = video_start, label_mode, frame_template
+        self.keyframes = [k for k in group_keyframes(table) if (k[0], k[1]) not in (excluded or set())]
+        self._counts: dict[str, int] = dict(frame_counts or {})
 
     def __len__(self) -> int:
         return len(self.keyframes)
 
+    def frame_path(self, video: str, index: int) -> str:
+        """Path of 0-based frame ``index`` of ``video``."""
+        return os.path.join(self.frame_dir, self.frame_template.format(video=video, number=index + 1))
+
+    def keyframe_index(self, second: int) -> int:
+        """0-based frame index of the keyframe of ``second``."""
+        return (second - self.video_start) * self.fps
+
     def _frame_count(self, video: str) -> int:
         if video not in self._counts:
-            folder = os.path.join(self.frame_dir, video)
+            folder = os.path.dirname(self.frame_path(video, 0))
             if not os.path.isdir(folder):
                 raise DataError(f"no frames for video {video!r}: {folder} does not exist")
             self._counts[video] = sum(1 for n in os.listdir(folder) if n.endswith(".jpg"))
@@ -66,13 +92,14 @@ class AvaKeyframeDataset(Dataset):
     def load_clip(self, video: str, second: int) -> np.ndarray:
         """float32 (T, S, S, 3) in [0, 1] centred on the keyframe of ``second``."""
         count = self._frame_count(video)
-        key = (second - self.video_start) * self.fps
+        key = self.keyframe_index(second)
         if not 0 <= key < count:
-            raise DataError(f"keyframe {video},{second} is frame {key}, but {video} has {count} frames")
+            raise DataError(f"keyframe {video},{second} is frame index {key}, but {video} has {count} frames "
+                            f"(fps {self.fps}, first second {self.video_start})")
         offsets = (np.arange(self.num_frames) - self.num_frames // 2) * self.rate
         frames = []
         for i in np.clip(key + offsets, 0, count - 1):
-            path = os.path.join(self.frame_dir, video, f"{video}_{i + 1:06d}.jpg")
+            path = self.frame_path(video, int(i))
             try:
                 with Image.open(path) as img:
                     img = img.convert("RGB")
@@ -109,6 +136,8 @@ class AvaKeyframeDataset(Dataset):
         }
         if self.num_classes:
             item["labels"] = torch.from_numpy(labels)
+            if self.label_mode == "single":
+                item["labels"] = self._single_labels(video, second, labels)
             # No provenance for real footage: the boxes, over all frames, are the target region,
             # each box its own source (per-source guidance) and their union the clip's mask.
             source_masks = torch.zeros(len(boxes), self.num_frames, self.size, self.size)
@@ -119,6 +148,16 @@ class AvaKeyframeDataset(Dataset):
         return item
 
 
+    def _single_labels(self, video: str, second: int, labels: np.ndarray) -> torch.Tensor:
+        """int64 (K,) class index per box; a box with several (or no) actions is an error."""
+        per_box = labels.sum(1)
+        if len(labels) and not np.all(per_box == 1):
+            bad = int(per_box[per_box != 1][0])
+            raise DataError(f"keyframe {video},{second}: a box has {bad} actions; "
+                            f"single-label datasets need exactly one action per box")
+        return torch.from_numpy(labels.argmax(1).astype(np.int64))
+
+
 def collate_eval(items: list[dict]) -> dict:
     """Batch of keyframes for inference: stacked clips, ROIs with batch index, per-box metadata."""
     return {
@@ -127,3 +166,24 @@ def collate_eval(items: list[dict]) -> dict:
         "boxes_norm": torch.cat([it["boxes_norm"] for it in items]),
         "keys": [it["key"] for it in items for _ in range(len(it["boxes"]))],
     }
+
+
+def video_frame_files(frame_dir: str, video: str) -> list[str]:
+    """Frame paths of ``video`` relative to ``frame_dir``, in order (``<video>/<video>_%06d.jpg``).
+
+    Raises DataError when the folder is missing or empty, or when the numbering has a gap
+    (a frame lost by an interrupted copy would shift every later keyframe otherwise).
+    """
+    folder = os.path.join(frame_dir, video)
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: no frame folder for video {video!r}")
+    prefix = f"{video}_"
+    numbers = sorted(int(n[len(prefix):-4]) for n in os.listdir(folder)
+                     if n.startswith(prefix) and n.endswith(".jpg") and n[len(prefix):-4].isdigit())
+    if not numbers:
+        raise DataError(f"{folder}: no frames named {video}_NNNNNN.jpg")
+    if numbers != list(range(1, len(numbers) + 1)):
+        missing = next(i for i, n in enumerate(numbers, 1) if n != i)
+        raise DataError(f"{folder}: frame {video}_{missing:06d}.jpg is missing ({len(numbers)} frames, "
+                        f"numbered up to {numbers[-1]})")
+    return [f"{video}/{video}_{n:06d}.jpg" for n in numbers]

@@ -686,6 +686,53 @@ def write_labelmap(path: PathLike, names: dict[int, str]) -> None:
     atomic_write_text(path, "".join(blocks))
 
 
+# ----------------------------------------------------------------------------------------
+# Frame lists (PySlowFast ``frame_lists/train.csv`` / ``val.csv``)
+# ----------------------------------------------------------------------------------------
+
+FRAME_LIST_HEADER = "original_vido_id video_id frame_id path labels"  # sic: PySlowFast's spelling
+
+
+def write_frame_list(path: PathLike, videos: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Write a PySlowFast frame list: ``[(video_id, [frame path relative to the frame dir])]``.
+
+    Space separated, one row per frame: ``original_vido_id video_id frame_id path labels``
+    with ``video_id`` the 0-based video position, ``frame_id`` the 0-based frame index and
+    ``labels`` ``""`` (AVA frame lists carry no labels). Written atomically.
+    """
+    lines = [FRAME_LIST_HEADER]
+    for video_index, (video, paths) in enumerate(videos):
+        if not _valid_video_id(video) or " " in video:
+            raise AvaFormatError(f"{path}: video id {video!r} cannot be written (empty or has spaces)")
+        lines += [f'{video} {video_index} {i} {p} ""' for i, p in enumerate(paths)]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_frame_list(path: PathLike) -> dict[str, list[str]]:
+    """``{video_id: [frame paths in frame_id order]}`` from a PySlowFast frame list.
+
+    Raises AvaFormatError ``<file>:<line>: ...`` on a missing header, a row without 5
+    fields, a non-integer frame id, or frame ids that do not run 0, 1, 2, ... per video.
+    """
+    lines = _read_text(path).splitlines()
+    if not lines or lines[0].split() != FRAME_LIST_HEADER.split():
+        raise AvaFormatError(f"{path}:1: expected the header '{FRAME_LIST_HEADER}'")
+    videos: dict[str, list[str]] = {}
+    for lineno, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 5:
+            raise AvaFormatError(f"{path}:{lineno}: expected 5 space-separated fields "
+                                 f"({FRAME_LIST_HEADER}), got {len(fields)}")
+        video, _, frame_id, frame_path, _ = fields
+        paths = videos.setdefault(video, [])
+        if frame_id != str(len(paths)):
+            raise AvaFormatError(f"{path}:{lineno}: frame_id {frame_id!r} of {video}; expected {len(paths)}")
+        paths.append(frame_path)
+    return videos
+
+
 __all__ = [
     "AvaFormatError",
     "AvaTable",
@@ -694,7 +741,9 @@ __all__ = [
     "frame_key",
     "read_ava_csv",
     "read_excluded",
+    "read_frame_list",
     "read_labelmap",
     "write_ava_csv",
+    "write_frame_list",
     "write_labelmap",
 ]
