@@ -46,8 +46,13 @@ class Objective:
         self.loss_func, self.guidance = loss_func, guidance
         self._checked_double_backward = False
 
-    def __call__(self, model: nn.Module, batch: dict, *, guidance_weight: float) -> tuple[dict, dict]:
+    def __call__(self, model: nn.Module, batch: dict, *, guidance_weight: float,
+                 input_grad_scale: float = 1.0) -> tuple[dict, dict]:
         """Losses (scalars with graph) and stats (floats) for one batch.
+
+        input_grad_scale: the input gradient ds/dx (and, on the FD fast path, its parameter
+        gradient) is taken of ``input_grad_scale * s`` and divided back in float32: fp16
+        autocast passes the GradScaler's scale, so small gradients do not underflow.
 
         batch: ``clip`` (B, 3, T, H, W), ``rois`` (R, 5) input pixels (or None: one ROI per
         clip, in clip order), ``labels``, ``mask`` (B, T, H, W) and, for per_source,
@@ -77,10 +82,11 @@ class Objective:
         fast = fd and spec.region == "union" and spec.score == "task_loss" and spec.max_ratio == 0 and len(scores)
         if fast:
             params = [p for p in model.parameters() if p.requires_grad]
-            grads, *g_params = torch.autograd.grad(scores.sum(), [clip] + params, allow_unused=True)
-            g_params = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_params)]
+            k = input_grad_scale
+            grads, *g_params = torch.autograd.grad(scores.sum() * k, [clip] + params, allow_unused=True)
+            grads, g_params = grads / k, [torch.zeros_like(p) if g is None else g / k for p, g in zip(params, g_params)]
         else:
-            grads = self._gradients(scores, clip, batch_index, create_graph=exact)
+            grads = self._gradients(scores * input_grad_scale, clip, batch_index, create_graph=exact) / input_grad_scale
         penalty, fraction = gradient_penalty(grads, masks, spec=spec)
         stats = {"penalty": float(penalty.detach()), "off_target_energy": float(fraction.mean())}
         if guidance_weight <= 0:
