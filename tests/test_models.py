@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from stal.models import MODEL_REGISTRY, RoIAlign, build_detector, roi_align
+from stal.models import RoIAlign, build_detector, roi_align
 from stal.models.backbones import GroupedConv3d
 
 
@@ -57,42 +57,7 @@ def test_roi_align_gradgradcheck() -> None:
     assert torch.autograd.gradgradcheck(fn, (features,))
 
 
-# Full-size registered models are tested at a tiny size through their own builder kwargs.
-_TINY_OVERRIDES = {
-    "small3d": dict(width=4, depth=2, spatial_stride=8, roi_output_size=(2, 2)),
-    "x3d_xs": dict(depth_factor=0.3, width_factor=0.5, input_crop_size=32, roi_output_size=(2, 2)),
-}
-
-
-@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
-def test_registered_model_guided_step(name: str) -> None:
-    torch.manual_seed(0)
-    if not name.endswith("_tiny"):
-        assert name in _TINY_OVERRIDES, f"add tiny kwargs for {name!r} to _TINY_OVERRIDES"
-    kwargs = _TINY_OVERRIDES.get(name, {})
-    model = build_detector(name, num_classes=3, **kwargs).train()
-    clip = torch.rand(2, 3, 4, 32, 32, requires_grad=True)
-    rois = torch.tensor([[0, 2.0, 4.0, 20.0, 30.0], [1, 10.0, 0.0, 31.0, 25.0]])  # input pixels
-    features = model.backbone(clip)
-    stride = model.backbone.spatial_stride  # the head maps boxes with it: must be the real one
-    assert features.shape[1] == model.backbone.out_channels
-    assert features.shape[-2:] == (32 // stride, 32 // stride)
-    logits = model(clip, rois)
-    assert logits.shape == (2, 3)
-
-    targets = torch.tensor([[1.0, 0, 0], [0, 1, 1]])
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
-    (g,) = torch.autograd.grad(logits.sum(), clip, create_graph=True)
-    mask = torch.ones_like(clip)
-    mask[..., 8:24, 8:24] = 0  # "off-target" voxels
-    penalty = (g * mask).pow(2).sum()
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    from_penalty = torch.autograd.grad(penalty, params, retain_graph=True, allow_unused=True)
-    assert any(gp is not None and gp.abs().sum() > 0 for gp in from_penalty)
-    (loss + penalty).backward()
-    for p in params:
-        assert p.grad is not None and torch.isfinite(p.grad).all()
+# Every registered model: tests/test_model_registry.py.
 
 
 def test_unknown_model_name() -> None:

@@ -18,9 +18,15 @@ from typing import Callable
 
 import torch.nn as nn
 
+from torchvision.models.vgg import cfgs as vgg_cfgs
+
 from stal.models.backbones import SmallCNN3D, x3d_xs
 from stal.models.detector import ActionDetector
-from stal.models.heads import RoIActionHead
+from stal.models.heads import CAMHead, RoIActionHead
+from stal.models.image import resnet50_2d, vgg16_gap_2d
+from stal.models.mil import MILDetector
+from stal.models.mvit import mvit
+from stal.models.resnet3d import slow_r50, slowfast_r50
 
 
 def _with_roi_head(
@@ -142,11 +148,188 @@ def build_x3d_xs_tiny(*, num_classes: int, **kwargs) -> ActionDetector:
     return build_x3d_xs(num_classes=num_classes, **kwargs)
 
 
+def build_x3d_s(*, num_classes: int, **kwargs) -> ActionDetector:
+    """X3D-S: the X3D-XS network (same depth and width factors) meant for 13x160 clips."""
+    return build_x3d_xs(num_classes=num_classes, **{"input_clip_length": 13, **kwargs})
+
+
+def build_x3d_m(*, num_classes: int, **kwargs) -> ActionDetector:
+    """X3D-M: the X3D-XS network meant for 16x224 clips (X3D-XS/S/M differ only in input)."""
+    return build_x3d_xs(num_classes=num_classes, **{"input_clip_length": 16, "input_crop_size": 224, **kwargs})
+
+
+def build_slow_r50(
+    *,
+    num_classes: int,
+    stem_dim_out: int = 64,
+    blocks_per_stage: int | None = None,
+    res5_spatial_stride: int = 1,
+    in_channels: int = 3,
+    roi_output_size: tuple[int, int] = (7, 7),
+    sampling_ratio: int = 2,
+    dropout: float = 0.0,
+    double_backward: bool = True,
+) -> ActionDetector:
+    """pytorchvideo Slow-R50 + RoI head on res5 (stride 16 by default, PySlowFast AVA).
+
+    Backbone kwargs: see :func:`stal.models.resnet3d.slow_r50`. Head kwargs: module docstring.
+    """
+    backbone = slow_r50(in_channels=in_channels, stem_dim_out=stem_dim_out,
+                        blocks_per_stage=blocks_per_stage, res5_spatial_stride=res5_spatial_stride)
+    return _with_roi_head(backbone, num_classes=num_classes, roi_output_size=roi_output_size,
+                          sampling_ratio=sampling_ratio, dropout=dropout, double_backward=double_backward)
+
+
+def build_slowfast_r50(
+    *,
+    num_classes: int,
+    stem_dim_out: int = 64,
+    alpha: int = 4,
+    beta_inv: int = 8,
+    blocks_per_stage: int | None = None,
+    res5_spatial_stride: int = 1,
+    in_channels: int = 3,
+    roi_output_size: tuple[int, int] = (7, 7),
+    sampling_ratio: int = 2,
+    dropout: float = 0.0,
+    double_backward: bool = True,
+) -> ActionDetector:
+    """pytorchvideo SlowFast-R50 + RoI head on both pathways' res5 (concatenated channels).
+
+    Takes one clip of T frames (T a multiple of ``alpha``); see
+    :func:`stal.models.resnet3d.slowfast_r50`. Head kwargs: module docstring.
+    """
+    backbone = slowfast_r50(in_channels=in_channels, stem_dim_out=stem_dim_out, alpha=alpha,
+                            beta_inv=beta_inv, blocks_per_stage=blocks_per_stage,
+                            res5_spatial_stride=res5_spatial_stride)
+    return _with_roi_head(backbone, num_classes=num_classes, roi_output_size=roi_output_size,
+                          sampling_ratio=sampling_ratio, dropout=dropout, double_backward=double_backward)
+
+
+def build_mvit_b_16x4(
+    *,
+    num_classes: int,
+    temporal_size: int = 16,
+    spatial_size: int = 224,
+    depth: int = 16,
+    patch_embed_dim: int = 96,
+    num_heads: int = 1,
+    stage_blocks: tuple[int, ...] = (1, 3, 14),
+    pool_kv_stride: tuple[int, int, int] = (1, 8, 8),
+    droppath_rate: float = 0.0,
+    in_channels: int = 3,
+    roi_output_size: tuple[int, int] = (7, 7),
+    sampling_ratio: int = 2,
+    dropout: float = 0.0,
+    double_backward: bool = True,
+) -> ActionDetector:
+    """pytorchvideo MViT-B 16x4 + RoI head on the last tokens reshaped to a map (stride 32).
+
+    Takes exactly ``temporal_size x spatial_size x spatial_size`` clips; backbone kwargs: see
+    :func:`stal.models.mvit.mvit`. Head kwargs: module docstring.
+    """
+    backbone = mvit(in_channels=in_channels, temporal_size=temporal_size, spatial_size=spatial_size,
+                    depth=depth, patch_embed_dim=patch_embed_dim, num_heads=num_heads,
+                    stage_blocks=tuple(stage_blocks), pool_kv_stride=tuple(pool_kv_stride),
+                    droppath_rate=droppath_rate)
+    return _with_roi_head(backbone, num_classes=num_classes, roi_output_size=roi_output_size,
+                          sampling_ratio=sampling_ratio, dropout=dropout, double_backward=double_backward)
+
+
+def _with_cam_head(backbone: nn.Module, *, num_classes: int, roi_output_size: tuple[int, int],
+                   sampling_ratio: int, dropout: float, double_backward: bool) -> ActionDetector:
+    head = CAMHead(in_channels=backbone.out_channels, num_classes=num_classes,
+                   spatial_stride=backbone.spatial_stride, output_size=tuple(roi_output_size),
+                   sampling_ratio=sampling_ratio, dropout=dropout, double_backward=double_backward)
+    return ActionDetector(backbone=backbone, head=head)
+
+
+def build_resnet50(
+    *,
+    num_classes: int,
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3),
+    width_per_group: int = 64,
+    layer4_dilation: bool = True,
+    roi_output_size: tuple[int, int] = (7, 7),
+    sampling_ratio: int = 2,
+    dropout: float = 0.0,
+    double_backward: bool = True,
+) -> ActionDetector:
+    """torchvision ResNet-50 on one-frame clips (B, 3, 1, H, W) + GAP/CAM head (stride 16).
+
+    ``rois=None`` classifies the image (WSOL); :meth:`ActionDetector.cam` gives the CAMs.
+    Backbone kwargs: see :func:`stal.models.image.resnet50_2d`.
+    """
+    backbone = resnet50_2d(layers=tuple(layers), width_per_group=width_per_group,
+                           layer4_dilation=layer4_dilation)
+    return _with_cam_head(backbone, num_classes=num_classes, roi_output_size=roi_output_size,
+                          sampling_ratio=sampling_ratio, dropout=dropout, double_backward=double_backward)
+
+
+def build_vgg16_gap(
+    *,
+    num_classes: int,
+    cfg: tuple = tuple(vgg_cfgs["D"]),
+    conv6_channels: int = 1024,
+    roi_output_size: tuple[int, int] = (7, 7),
+    sampling_ratio: int = 2,
+    dropout: float = 0.0,
+    double_backward: bool = True,
+) -> ActionDetector:
+    """torchvision VGG16 conv layers + conv6 + GAP/CAM head (VGG16-GAP of CAM, stride 16).
+
+    Backbone kwargs: see :func:`stal.models.image.vgg16_gap_2d`.
+    """
+    backbone = vgg16_gap_2d(cfg=tuple(cfg), conv6_channels=conv6_channels)
+    return _with_cam_head(backbone, num_classes=num_classes, roi_output_size=roi_output_size,
+                          sampling_ratio=sampling_ratio, dropout=dropout, double_backward=double_backward)
+
+
+def _tiny(builder: Callable[..., ActionDetector], doc: str, **tiny_kwargs) -> Callable[..., ActionDetector]:
+    """A builder with tiny defaults (still overridable), for tests on 4x32x32 clips."""
+    def build(*, num_classes: int, **kwargs) -> ActionDetector:
+        return builder(num_classes=num_classes, **{**tiny_kwargs, **kwargs})
+    build.__doc__ = f"Tiny {builder.__name__} for tests: {doc}; same kwargs."
+    build.__name__ = f"{builder.__name__}_tiny"
+    return build
+
+
+_TINY_HEAD = {"roi_output_size": (2, 2)}
+
 MODEL_REGISTRY: dict[str, Callable[..., ActionDetector]] = {
     "small3d": build_small3d,
     "small3d_tiny": build_small3d_tiny,
     "x3d_xs": build_x3d_xs,
     "x3d_xs_tiny": build_x3d_xs_tiny,
+    "x3d_s": build_x3d_s,
+    "x3d_m": build_x3d_m,
+    "slow_r50": build_slow_r50,
+    "slow_r50_tiny": _tiny(build_slow_r50, "stem 8, one block per stage", stem_dim_out=8,
+                           blocks_per_stage=1, **_TINY_HEAD),
+    "slowfast_r50": build_slowfast_r50,
+    "slowfast_r50_tiny": _tiny(build_slowfast_r50, "stem 8/1, one block per stage", stem_dim_out=8,
+                               blocks_per_stage=1, **_TINY_HEAD),
+    "mvit_b_16x4": build_mvit_b_16x4,
+    "mvit_b_16x4_tiny": _tiny(build_mvit_b_16x4, "4x32x32 input, depth 3, width 16-64",
+                              temporal_size=4, spatial_size=32, depth=3, patch_embed_dim=16,
+                              stage_blocks=(1, 2), pool_kv_stride=(1, 4, 4), **_TINY_HEAD),
+    "resnet50": build_resnet50,
+    "resnet50_tiny": _tiny(build_resnet50, "one bottleneck per stage, inner width / 8",
+                           layers=(1, 1, 1, 1), width_per_group=8, **_TINY_HEAD),
+    "vgg16_gap": build_vgg16_gap,
+    "vgg16_gap_tiny": _tiny(build_vgg16_gap, "widths 8-32, conv6 64",
+                            cfg=(8, "M", 16, "M", 32, "M", 32, "M", 32, "M"), conv6_channels=64,
+                            **_TINY_HEAD),
+}
+
+# The input each model is meant for, (frames, crop size); model_info and bench_models use it.
+# X3D-S/M share the X3D-XS network (x3d_xs_tiny covers them in tests).
+DEFAULT_INPUTS: dict[str, tuple[int, int]] = {
+    "small3d": (8, 64), "x3d_xs": (4, 160), "x3d_s": (13, 160), "x3d_m": (16, 224),
+    "slow_r50": (8, 224), "slowfast_r50": (32, 224), "mvit_b_16x4": (16, 224),
+    "resnet50": (1, 224), "vgg16_gap": (1, 224),
+    **{name: (4, 32) for name in MODEL_REGISTRY if name.endswith("_tiny")},
+    "resnet50_tiny": (1, 32), "vgg16_gap_tiny": (1, 32),
 }
 
 
@@ -157,12 +340,17 @@ class UnknownModelError(KeyError, ValueError):
         return str(self.args[0])
 
 
-def build_detector(name: str, *, num_classes: int, **kwargs) -> ActionDetector:
-    """Build the registered model ``name`` with ``num_classes`` outputs and builder kwargs."""
+def build_detector(name: str, *, num_classes: int, mil_pooling: str | None = None, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with ``num_classes`` outputs and builder kwargs.
+
+    ``mil_pooling`` ("max" | "lse" | "mean") wraps it in a :class:`MILDetector` for weak
+    supervision: boxes are person proposals and the output is one row per clip.
+    """
     try:
         builder = MODEL_REGISTRY[name]
     except KeyError:
         raise UnknownModelError(
             f"unknown model {name!r}; available: {', '.join(sorted(MODEL_REGISTRY))}"
         ) from None
-    return builder(num_classes=num_classes, **kwargs)
+    model = builder(num_classes=num_classes, **kwargs)
+    return model if not mil_pooling else MILDetector(detector=model, pooling=mil_pooling)
