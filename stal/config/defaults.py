@@ -23,7 +23,8 @@ _C.LOG_PERIOD = 10
 _C.TRAIN = CfgNode()
 # Run training (False: only evaluate the checkpoint in TEST.CHECKPOINT_FILE_PATH / OUTPUT_DIR).
 _C.TRAIN.ENABLE = True
-# Training data: "demo" (synthesized on the fly from the embedded demo banks) or "ava".
+# Training data: "demo" (synthesized on the fly from the embedded demo banks), "ava" (AVA.*),
+# "ucf24" (UCF24.*) or "jhmdb" (JHMDB.*); see docs/datasets.md for preparing each.
 _C.TRAIN.DATASET = "demo"
 # Clips per optimizer step (per process).
 _C.TRAIN.BATCH_SIZE = 8
@@ -40,7 +41,7 @@ _C.TRAIN.MAX_ITERS = 0
 _C.TEST = CfgNode()
 # Evaluate frame-mAP on the test split after training.
 _C.TEST.ENABLE = True
-# Test data: "demo" (the embedded AVA-format test split) or "ava".
+# Test data: "demo" (the embedded AVA-format test split), "ava", "ucf24" or "jhmdb".
 _C.TEST.DATASET = "demo"
 # Clips per forward pass at test time.
 _C.TEST.BATCH_SIZE = 16
@@ -201,6 +202,20 @@ _C.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
 _C.AVA.DETECTION_SCORE_THRESH = 0.9
 # Frames per second of the extracted frames (keyframe index = (second - 900) * FPS).
 _C.AVA.FPS = 30
+
+# ---------------------------------------------------------------------- ucf24 / jhmdb
+# UCF101-24 and JHMDB-21 in the ACT layout: ROOT/rgb-images/<video>/%05d.jpg and
+# ROOT/index/ written by data_prep/ucf24_from_act.py / jhmdb_from_act.py (stal.data.act).
+_C.UCF24 = CfgNode()
+# Dataset root (holds rgb-images/ and index/).
+_C.UCF24.ROOT = "./datasets/ucf24"
+# Split whose index is read (UCF101-24 has one).
+_C.UCF24.SPLIT = 1
+_C.JHMDB = CfgNode()
+# Dataset root (holds rgb-images/ and index/).
+_C.JHMDB.ROOT = "./datasets/jhmdb"
+# Split whose index is read (1, 2 or 3; results are usually averaged over the three).
+_C.JHMDB.SPLIT = 1
 
 
 def get_cfg() -> CfgNode:

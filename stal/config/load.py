@@ -18,8 +18,8 @@ from stal.config.defaults import get_cfg
 
 # Allowed values of string keys; checked after all merges.
 _CHOICES = {
-    "TRAIN.DATASET": ("demo", "ava"),
-    "TEST.DATASET": ("demo", "ava"),
+    "TRAIN.DATASET": ("demo", "ava", "ucf24", "jhmdb"),
+    "TEST.DATASET": ("demo", "ava", "ucf24", "jhmdb"),
     "MODEL.LOSS_FUNC": ("softmax", "bce"),
     "SOLVER.OPTIMIZING_METHOD": ("adamw", "sgd"),
     "SOLVER.LR_POLICY": ("cosine", "constant"),

@@ -69,17 +69,57 @@ def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, counterfact
 def _ava_path(cfg: CfgNode, name: str) -> str:
     path = os.path.join(cfg.AVA.ANNOTATION_DIR, name)
     if not os.path.isfile(path):
-        raise DataError(f"AVA file not found: {path}. Put the AVA v2.2 annotation files from the "
-                        f"AVA dataset page in AVA.ANNOTATION_DIR and extract frames with "
-                        f"python data_prep/extract_frames.py --videos VIDEO_DIR --out AVA.FRAME_DIR")
+        raise DataError(f"AVA file not found: {path}. Put the AVA v2.2 annotation files in AVA.ANNOTATION_DIR "
+                        f"(docs/datasets.md), or make an AVA-format dataset from your own videos with "
+                        f"python data_prep/videos_to_ava.py --videos DIR --annotations BOXES.csv --out ROOT")
     return path
+
+
+# TRAIN/TEST.DATASET names read from an ACT index (stal.data.act): config section, preparing tool.
+_ACT_DATASETS = {"ucf24": ("UCF24", "data_prep/ucf24_from_act.py"), "jhmdb": ("JHMDB", "data_prep/jhmdb_from_act.py")}
+
+
+def _act_paths(cfg: CfgNode, name: str) -> dict[str, str]:
+    """Index files of the ACT-derived dataset ``name``; a missing one names the tool that writes it."""
+    from stal.data.act import index_paths
+
+    section, tool = _ACT_DATASETS[name]
+    root, split = cfg[section].ROOT, cfg[section].SPLIT
+    paths = index_paths(root, split)
+    for key in ("frames", "train", "test", "labelmap"):
+        if not os.path.exists(paths[key]):
+            raise DataError(f"{name} data not found: {paths[key]}. Prepare it with python {tool} --root {root} "
+                            f"--split {split} (docs/datasets.md)")
+    return paths
+
+
+def _act_dataset(cfg: CfgNode, name: str, *, train: bool):
+    """Per-frame dataset of UCF101-24 / JHMDB: training ground truth, or the test boxes unlabelled."""
+    from stal.data.act import act_keyframe_dataset
+    from stal.data.ava_format import read_ava_csv
+
+    paths = _act_paths(cfg, name)
+    return act_keyframe_dataset(
+        frame_dir=paths["frames"], table=read_ava_csv(paths["train" if train else "boxes"]),
+        num_frames=cfg.DATA.NUM_FRAMES, sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE,
+        mean=cfg.DATA.MEAN, std=cfg.DATA.STD, num_classes=cfg.MODEL.NUM_CLASSES if train else None)
+
+
+def _act_test_split(cfg: CfgNode, name: str) -> dict:
+    from stal.data.ava_format import read_ava_csv, read_labelmap
+
+    paths = _act_paths(cfg, name)
+    return {"dataset": _act_dataset(cfg, name, train=False), "gt": read_ava_csv(paths["test"]),
+            "labelmap": read_labelmap(paths["labelmap"]), "excluded": set()}
 
 
 def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score_thresh: float):
     import numpy as np
     from stal.data.ava import AvaKeyframeDataset
-    from stal.data.ava_format import AvaTable, read_ava_csv
+    from stal.data.ava_format import AvaTable, read_ava_csv, read_excluded
 
+    if with_labels and cfg.TRAIN.DATASET in _ACT_DATASETS:
+        return _act_dataset(cfg, cfg.TRAIN.DATASET, train=True)
     tables = [read_ava_csv(_ava_path(cfg, n)) for n in csv_names]
     table = AvaTable(**{f: np.concatenate([getattr(t, f) for t in tables])
                         for f in ("video", "timestamp", "boxes", "action", "extra")})
@@ -89,10 +129,12 @@ def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score
     if not os.path.isdir(cfg.AVA.FRAME_DIR):
         raise DataError(f"AVA frame directory not found: {cfg.AVA.FRAME_DIR}. Extract frames with "
                         f"python data_prep/extract_frames.py --videos VIDEO_DIR --out {cfg.AVA.FRAME_DIR}")
+    excl = os.path.join(cfg.AVA.ANNOTATION_DIR, cfg.AVA.EXCLUSION_FILE)
     return AvaKeyframeDataset(
         frame_dir=cfg.AVA.FRAME_DIR, table=table, fps=cfg.AVA.FPS, num_frames=cfg.DATA.NUM_FRAMES,
         sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE, mean=cfg.DATA.MEAN,
-        std=cfg.DATA.STD, num_classes=cfg.MODEL.NUM_CLASSES if with_labels else None)
+        std=cfg.DATA.STD, num_classes=cfg.MODEL.NUM_CLASSES if with_labels else None,
+        excluded=read_excluded(excl) if os.path.isfile(excl) and not with_labels else None)
 
 
 def build_train_loader(cfg: CfgNode) -> DataLoader:
@@ -124,6 +166,8 @@ def build_test_split(cfg: CfgNode) -> dict:
             mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
         return {"dataset": dataset, "gt": read_ava_csv(paths.gt_csv),
                 "labelmap": read_labelmap(paths.labelmap), "excluded": set()}
+    if cfg.TEST.DATASET in _ACT_DATASETS:
+        return _act_test_split(cfg, cfg.TEST.DATASET)
     dataset = _ava_dataset(cfg, list(cfg.AVA.TEST_PREDICT_BOX_LISTS), with_labels=False,
                            score_thresh=cfg.AVA.DETECTION_SCORE_THRESH)
     excl = os.path.join(cfg.AVA.ANNOTATION_DIR, cfg.AVA.EXCLUSION_FILE)
