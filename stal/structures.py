@@ -51,6 +51,12 @@ class Sample:
     labels: int64 (K,) action class of each source (0-based), or multi-hot (K, num_classes).
     keyframe: index into T of the annotated frame (boxes[:, keyframe] are the ROIs).
     provenance: per-voxel source ids and weights (None for real, unsynthesized data).
+    background: the clip before anything was pasted, same shape and dtype as ``clip``
+        (synthesizers fill it for previews and tests; None otherwise).
+    info: where the sources came from (tube files, mixed clips); free-form, for previews.
+
+    The synthesizers of :mod:`stal.synthesis` may also return ``clip`` (and ``background``)
+    as uint8 (T, H, W, 3) in [0, 255], the loader's fast path: see :func:`clip_as_float`.
     """
 
     clip: np.ndarray
@@ -58,3 +64,12 @@ class Sample:
     labels: np.ndarray
     keyframe: int
     provenance: Provenance | None = None
+    background: np.ndarray | None = None
+    info: dict | None = None
+
+
+def clip_as_float(clip: np.ndarray) -> np.ndarray:
+    """float32 (T, H, W, 3) in [0, 1] from a uint8 [0, 255] or float32 [0, 1] clip."""
+    if clip.dtype == np.uint8:
+        return clip.astype(np.float32) * np.float32(1.0 / 255.0)
+    return clip.astype(np.float32, copy=False)
