@@ -26,9 +26,13 @@ class ImageBackbone(nn.Module):
 
     temporal_multiple = 1
 
-    def __init__(self, *, features: nn.Module, out_channels: int, spatial_stride: int) -> None:
+    def __init__(self, *, features: nn.Module, out_channels: int, spatial_stride: int,
+                 new_layers: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.features = features
+        # Key prefixes of layers that ImageNet checkpoints do not have (VGG16-GAP's conv6):
+        # the pretrained loader reports them as new instead of failing.
+        self.new_layers = new_layers
         self.out_channels = out_channels
         self.spatial_stride = spatial_stride
 
@@ -75,4 +79,5 @@ def vgg16_gap_2d(*, cfg: tuple = tuple(vgg_cfgs["D"]), conv6_channels: int = 102
     conv6 = nn.Conv2d(last, conv6_channels, kernel_size=3, padding=1)
     trunk = nn.Sequential(*layers, conv6, nn.ReLU(inplace=True))
     stride = 2 ** (sum(c == "M" for c in cfg) - 1)
-    return ImageBackbone(features=trunk, out_channels=conv6_channels, spatial_stride=stride)
+    return ImageBackbone(features=trunk, out_channels=conv6_channels, spatial_stride=stride,
+                         new_layers=(f"features.{len(layers)}.",))

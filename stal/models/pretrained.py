@@ -154,7 +154,7 @@ def load_pretrained(model: nn.Module, path: str, *, source: str = "auto", strict
 
     source: one of ``SOURCES`` ("auto" guesses from the key names). strict: raise a
     :class:`DataError` listing the keys when anything but the file's classification head and
-    the model's (new) action head fails to match; False loads what fits. Head tensors whose
+    the model's new layers (action head, VGG16-GAP's conv6) fails to match; False loads what fits. Head tensors whose
     shape differs (another class count) are skipped and reported as mismatched.
     Returns the :class:`LoadReport` (also logged).
     """
@@ -176,20 +176,22 @@ def load_pretrained(model: nn.Module, path: str, *, source: str = "auto", strict
             fits[key] = value
     report.loaded = sorted(fits)
     report.missing = [k for k in own if k not in fits and not k.endswith("num_batches_tracked")]
-    _check(report, strict=strict, arch=type(model.get_submodule(prefix + "backbone")).__name__, prefix=prefix)
+    backbone = model.get_submodule(prefix + "backbone")
+    new = (prefix + "head.",) + tuple(f"{prefix}backbone.{p}" for p in getattr(backbone, "new_layers", ()))
+    _check(report, strict=strict, arch=type(backbone).__name__, new=new)
     model.load_state_dict(fits, strict=False)
     logger.log(logging.WARNING if report.missing or report.unexpected or report.mismatched else logging.INFO,
                "%s", report.format())
     return report
 
 
-def _check(report: LoadReport, *, strict: bool, arch: str, prefix: str) -> None:
-    """Raise unless the file fits the architecture (see :func:`load_pretrained`)."""
-    head = prefix + "head."
+def _check(report: LoadReport, *, strict: bool, arch: str, new: tuple[str, ...]) -> None:
+    """Raise unless the file fits the architecture (see :func:`load_pretrained`); keys under
+    the ``new`` prefixes (the action head, layers added to the pretrained net) may be absent."""
     problems = {
         "keys the model lacks": report.unexpected,
-        "backbone keys the file lacks": [k for k in report.missing if not k.startswith(head)],
-        "shape mismatches": [m for m in report.mismatched if not m.startswith(head)],
+        "backbone keys the file lacks": [k for k in report.missing if not k.startswith(new)],
+        "shape mismatches": [m for m in report.mismatched if not m.startswith(new)],
     }
     if not report.loaded or (strict and any(problems.values())):
         detail = "; ".join(f"{name} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
