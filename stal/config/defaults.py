@@ -81,6 +81,12 @@ _C.MODEL.SPATIAL_STRIDE = 8
 _C.MODEL.DROPOUT_RATE = 0.0
 # RoIAlign output size (square) of the ROI head.
 _C.MODEL.ROI_SIZE = 4
+# Weak supervision (clip labels only): pool each clip's per-proposal scores with "max", "lse"
+# or "mean" multiple-instance pooling into one score row per clip ("": off, one row per box).
+_C.MODEL.MIL_POOLING = ""
+# Local pretrained weights loaded at build time: stal, pytorchvideo, PySlowFast (.pyth) or
+# torchvision file, keys mapped and reported (docs/models.md); "": random init. No downloads.
+_C.MODEL.PRETRAINED = ""
 
 # --------------------------------------------------------------------------- solver
 _C.SOLVER = CfgNode()

@@ -21,6 +21,7 @@ _CHOICES = {
     "TRAIN.DATASET": ("demo", "ava", "ucf24", "jhmdb"),
     "TEST.DATASET": ("demo", "ava", "ucf24", "jhmdb"),
     "MODEL.LOSS_FUNC": ("softmax", "bce"),
+    "MODEL.MIL_POOLING": ("", "max", "lse", "mean"),
     "SOLVER.OPTIMIZING_METHOD": ("adamw", "sgd"),
     "SOLVER.LR_POLICY": ("cosine", "constant"),
     "GUIDANCE.MODE": ("exact", "fd", "counterfactual"),

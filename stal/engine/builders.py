@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from stal.errors import DataError
 from stal.guidance.penalty import GuidanceSpec
-from stal.models import build_detector
+from stal.models import build_detector, load_pretrained
 from stal.objective import Objective
 
 
@@ -21,7 +21,11 @@ def build_model(cfg: CfgNode) -> torch.nn.Module:
               "double_backward": bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "exact")}
     if cfg.MODEL.ARCH == "small3d":  # the *_tiny test variants keep their own sizes
         kwargs.update(width=cfg.MODEL.WIDTH, spatial_stride=cfg.MODEL.SPATIAL_STRIDE)
-    return build_detector(cfg.MODEL.ARCH, num_classes=cfg.MODEL.NUM_CLASSES, **kwargs)
+    model = build_detector(cfg.MODEL.ARCH, num_classes=cfg.MODEL.NUM_CLASSES,
+                           mil_pooling=cfg.MODEL.MIL_POOLING or None, **kwargs)
+    if cfg.MODEL.PRETRAINED:  # logs the missing / unexpected key report
+        load_pretrained(model, cfg.MODEL.PRETRAINED)
+    return model
 
 
 def build_objective(cfg: CfgNode) -> Objective:
