@@ -1,3 +1,5 @@
+import os
+
 import av
 import numpy as np
 import pytest
@@ -55,3 +57,18 @@ def test_clip_readers_agree_with_the_frame_numbers(tmp_path):
     np.testing.assert_allclose(dec.mean(axis=(1, 2, 3)), expected, atol=4)
     with pytest.raises(DataError, match="expected 4"):
         read_clip_pyav(str(video), start=4.5, num_frames=4, stride=2)
+
+
+def test_bench_decode_prints_one_row_per_source(tmp_path, capsys, repo_root):
+    import sys
+
+    from _data_fixtures import write_video
+
+    sys.path.insert(0, os.path.join(repo_root, "tools"))
+    import bench_decode
+
+    video = tmp_path / "small.mp4"
+    write_video(video, frames=40, fps=10)
+    assert bench_decode.main(["--video", str(video), "--clips", "2", "--frames", "2", "--rate", "3"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["jpeg", "decord", "decord (reader kept open)", "pyav"]

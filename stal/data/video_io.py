@@ -72,7 +72,8 @@ def frames_at_fps(path: str, *, fps: float, start: float = 0.0,
         prev = (t, frame)
     # Targets after the last decoded frame's time, within one frame period of it, use that frame.
     if prev is not None:
-        while start + index / fps < end and start + index / fps - prev[0] < 1.0 / fps:
+        # (1e-9: 60.0 - 59.9667 must not count as inside one period of 1/30 by rounding.)
+        while start + index / fps < end and start + index / fps - prev[0] < 1.0 / fps - 1e-9:
             yield prev[1]
             index += 1
 
