@@ -1,0 +1,72 @@
+"""A torch Dataset over any synthesizer, and the default (demo) tube and background sources.
+
+Sample ``i`` of epoch ``e`` is ``transforms(synthesizer(rng))`` with ``rng`` seeded by
+``(seed, e, i)``: the same on any worker, rank or resume. Items use the training batch
+layout of :mod:`stal.data.synthetic`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from stal.structures import Sample, clip_as_float
+from stal.synthesis.paste import ArrayBackgrounds, Synthesizer
+from stal.synthesis.transforms import Transform, apply
+from stal.synthesis.tube_bank import MemoryTubeBank
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index`` in ``epoch`` (every synthesis draw comes from it)."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+class SynthesisDataset(Dataset):
+    """``length`` samples per epoch from ``synthesizer`` followed by ``transforms``."""
+
+    def __init__(self, *, synthesizer: Synthesizer, transforms: Sequence[Transform] = (), length: int,
+                 seed: int, mean: Sequence[float], std: Sequence[float]):
+        self.synthesizer, self.transforms = synthesizer, list(transforms)
+        self.length, self.seed, self.epoch = length, seed, 0
+        self.mean, self.std = list(mean), list(std)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, index: int) -> Sample:
+        rng = sample_rng(self.seed, self.epoch, index)
+        return apply(self.synthesizer(rng), rng, self.transforms)
+
+    def __getitem__(self, index: int) -> dict:
+        from stal.data.synthetic import sample_to_item
+
+        s = self.sample(index)
+        return sample_to_item(replace(s, clip=clip_as_float(s.clip), background=None), self.mean, self.std)
+
+
+def demo_tubes(*, seed: int, per_class: int, num_frames: int, pose_randomness: float = 1.0) -> MemoryTubeBank:
+    """The demo's procedural actors as an in-memory tube bank (labels = demo action indices)."""
+    from stal.data.demo_render import ACTIONS
+    from stal.synthesis.tube_sources import demo_inputs
+
+    rgbas, labels = [], []
+    for _, tubes in demo_inputs(per_class=per_class, num_frames=num_frames, seed=seed, pose_randomness=pose_randomness):
+        for t in tubes:
+            rgbas.append(np.concatenate([t["rgb"], t["alpha"][..., None]], -1))
+            labels.append(t["labels"])
+    return MemoryTubeBank(rgbas, labels, classes=list(ACTIONS))
+
+
+def demo_backgrounds(*, seed: int, per_scene: int, num_frames: int, size: int) -> ArrayBackgrounds:
+    """The demo's procedural scenes as in-memory background clips uint8 (M, T, S, S, 3)."""
+    from stal.data.demo_render import SCENES, render_scene
+
+    rng = np.random.default_rng([seed, 7])
+    clips = [render_scene(scene, num_frames, size, size, rng) for scene in SCENES for _ in range(per_scene)]
+    return ArrayBackgrounds((np.stack(clips) * 255).round().astype(np.uint8))

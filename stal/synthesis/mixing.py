@@ -1,0 +1,138 @@
+"""Mixing synthesizers: CutMix (images), BatchMix / cuboid mix (clips), difference masks.
+
+A mixer is ``mixer(rng, first, second) -> Sample`` (:class:`Mixer`): it combines two
+samples of equal (T, H, W) and records which voxels came from which, as two labelled
+sources with hard provenance: source 1 = ``first`` where it stays visible, source 2 = the
+part taken from ``second``. :class:`MixingSynthesizer` turns a sample source and a mixer
+into a :class:`~stal.synthesis.paste.Synthesizer` (``synth(rng) -> Sample``).
+
+Labels of the mixed sample: int64 (2,) when both inputs carry one class (``num_classes``
+None), else float32 multi-hot (2, C) holding each input's classes (the union over its
+sources). A source's share of the clip is ``provenance.alpha[k].mean()`` (CutMix's lambda).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from stal.errors import DataError
+from stal.structures import Provenance, Sample
+from stal.synthesis.compose import boxes_from_ids
+
+
+class Mixer(Protocol):
+    def __call__(self, rng: np.random.Generator, first: Sample, second: Sample) -> Sample: ...
+
+
+def clip_labels(sample: Sample, num_classes: int | None) -> np.ndarray:
+    """A sample's clip-level label: its single class (int) or the multi-hot union (C,)."""
+    labels = np.asarray(sample.labels)
+    if num_classes is None:
+        flat = np.unique(labels if labels.ndim == 1 else np.flatnonzero(labels.any(0)))
+        if flat.size != 1:
+            raise DataError(f"mixing needs one class per input without num_classes, got labels {labels.tolist()}")
+        return np.int64(flat[0])
+    hot = np.zeros(num_classes, np.float32)
+    if labels.ndim == 2:
+        hot[:] = labels.max(0) if len(labels) else 0
+    else:
+        hot[labels[labels >= 0]] = 1.0
+    return hot
+
+
+def _two_sources(first: Sample, second: Sample, clip: np.ndarray, taken: np.ndarray,
+                 num_classes: int | None, info: dict) -> Sample:
+    """The mixed Sample: ``taken`` bool (T, H, W) marks voxels from ``second``."""
+    ids = np.where(taken, 2, 1).astype(np.int16)
+    alpha = np.stack([~taken, taken]).astype(np.float32)
+    labels = np.stack([clip_labels(first, num_classes), clip_labels(second, num_classes)])
+    return Sample(clip=clip, boxes=boxes_from_ids(ids, 2), labels=labels, keyframe=first.keyframe,
+                  provenance=Provenance(ids=ids, alpha=alpha), background=first.clip, info=info)
+
+
+def _check_pair(first: Sample, second: Sample) -> None:
+    if first.clip.shape != second.clip.shape or first.clip.dtype != second.clip.dtype:
+        raise DataError(f"mixing needs clips of equal shape and dtype, got {first.clip.shape} {first.clip.dtype} "
+                        f"and {second.clip.shape} {second.clip.dtype}")
+
+
+@dataclass(frozen=True)
+class CuboidMix:
+    """BatchMix: a spatio-temporal cuboid of ``second`` pasted into ``first``.
+
+    The cuboid covers ``area_min..area_max`` of the frame (square root of it along each
+    side, centre uniform, clipped to the frame as in CutMix) and ``duration_min..duration_max``
+    of the frames (a contiguous run). With durations 1.0 it is CutMix (every frame, T = 1
+    for images).
+    """
+
+    area_min: float = 0.1
+    area_max: float = 0.5
+    duration_min: float = 0.5
+    duration_max: float = 1.0
+    num_classes: int | None = None
+
+    def __call__(self, rng: np.random.Generator, first: Sample, second: Sample) -> Sample:
+        _check_pair(first, second)
+        T, H, W = first.clip.shape[:3]
+        side = np.sqrt(rng.uniform(self.area_min, self.area_max))
+        h, w = max(1, int(round(H * side))), max(1, int(round(W * side)))
+        cy, cx = int(rng.integers(0, H)), int(rng.integers(0, W))
+        y0, y1 = max(cy - h // 2, 0), min(cy - h // 2 + h, H)
+        x0, x1 = max(cx - w // 2, 0), min(cx - w // 2 + w, W)
+        length = max(1, int(round(T * rng.uniform(self.duration_min, self.duration_max))))
+        t0 = int(rng.integers(0, T - length + 1))
+        clip = first.clip.copy()
+        clip[t0:t0 + length, y0:y1, x0:x1] = second.clip[t0:t0 + length, y0:y1, x0:x1]
+        taken = np.zeros((T, H, W), bool)
+        taken[t0:t0 + length, y0:y1, x0:x1] = True
+        info = {"cuboid_tyx": [t0, t0 + length, y0, y1, x0, x1], "first": first.info, "second": second.info}
+        return _two_sources(first, second, clip, taken, self.num_classes, info)
+
+
+def CutMix(*, area_min: float = 0.1, area_max: float = 0.5, num_classes: int | None = None) -> CuboidMix:
+    """CutMix for images (T = 1) or clips: the rectangle spans every frame."""
+    return CuboidMix(area_min=area_min, area_max=area_max, duration_min=1.0, duration_max=1.0,
+                     num_classes=num_classes)
+
+
+@dataclass(frozen=True)
+class DifferenceMask:
+    """Provenance from an (original, edited) pair: voxels where they differ are the edit.
+
+    ``first`` is the original, ``second`` the edited version; a voxel belongs to the edit
+    (source 2, ``second``'s labels) when some channel differs by more than ``threshold``
+    (in the clip's units: 0..1 for float clips, 0..255 for uint8). The clip is ``second``'s.
+    """
+
+    threshold: float = 0.0
+    num_classes: int | None = None
+
+    def __call__(self, rng: np.random.Generator, first: Sample, second: Sample) -> Sample:
+        _check_pair(first, second)
+        diff = np.abs(first.clip.astype(np.float32) - second.clip.astype(np.float32)).max(-1)
+        taken = diff > self.threshold
+        return _two_sources(first, second, second.clip.copy(), taken, self.num_classes,
+                            {"difference_threshold": self.threshold})
+
+
+class MixingSynthesizer:
+    """``synth(rng) -> Sample``: draw two samples from ``source`` and mix them."""
+
+    def __init__(self, *, source: Callable[[np.random.Generator], Sample], mixer: Mixer):
+        self.source, self.mixer = source, mixer
+
+    def __call__(self, rng: np.random.Generator) -> Sample:
+        first = self.source(rng)
+        second = self.source(rng)
+        return self.mixer(rng, first, second)
+
+
+def mix_batch(rng: np.random.Generator, samples: list[Sample], mixer: Mixer) -> list[Sample]:
+    """BatchMix within a batch: sample i is mixed with sample perm[i] (a random derangement-free
+    permutation; i may meet itself only in a batch of one)."""
+    perm = rng.permutation(len(samples))
+    return [mixer(rng, samples[i], samples[int(j)]) for i, j in enumerate(perm)]
