@@ -18,7 +18,7 @@ from stal.config.defaults import get_cfg
 
 # Allowed values of string keys; checked after all merges.
 _CHOICES = {
-    "TRAIN.DATASET": ("demo", "ava", "ucf24", "jhmdb"),
+    "TRAIN.DATASET": ("demo", "ava", "ucf24", "jhmdb", "synthesis"),
     "TEST.DATASET": ("demo", "ava", "ucf24", "jhmdb"),
     "MODEL.LOSS_FUNC": ("softmax", "bce"),
     "MODEL.MIL_POOLING": ("", "max", "lse", "mean"),
@@ -30,6 +30,11 @@ _CHOICES = {
     "GUIDANCE.P": ("l2", "l1"),
     "GUIDANCE.REGION": ("union", "per_source"),
     "GUIDANCE.PENALTY": ("energy", "colour_shift"),
+    "SYNTHESIS.TRAJECTORY": ("static", "linear"),
+    "SYNTHESIS.OCCLUSION": ("random", "depth"),
+    "SYNTHESIS.EDGE": ("hard", "feather"),
+    "SYNTHESIS.INTERPOLATION": ("nearest", "bilinear"),
+    "SYNTHESIS.MIXER": ("none", "cutmix", "batchmix"),
 }
 # Numeric keys that must be >= 0 (or > 0 for the second group).
 _NON_NEGATIVE = ("GUIDANCE.LAMBDA", "GUIDANCE.WARMUP_EPOCHS", "GUIDANCE.TOLERANCE",

@@ -70,6 +70,38 @@ def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, counterfact
         counterfactual=counterfactual)
 
 
+def build_synthesizer(cfg: CfgNode):
+    """The SYNTHESIS.* synthesizer (tube bank over background bank, optionally mixed) and its
+    provenance-aligned transforms; empty bank paths use the demo's procedural actors/scenes."""
+    from stal.synthesis import backgrounds as bgs, dataset as ds, mixing, paste, placement, transforms, tube_bank
+
+    s, T, size = cfg.SYNTHESIS, cfg.DATA.NUM_FRAMES, cfg.DATA.CROP_SIZE
+    tubes = (tube_bank.TubeBank(s.TUBE_BANK) if s.TUBE_BANK else
+             ds.demo_tubes(seed=cfg.DEMO.SEED, per_class=4, num_frames=max(T, 16), pose_randomness=cfg.DEMO.POSE_RANDOMNESS))
+    backgrounds = (bgs.BackgroundBank(s.BACKGROUND_BANK, min_scale=s.BACKGROUND_MIN_SCALE, motion=bgs.CameraMotion(
+        prob=s.CAMERA_MOTION_PROB, pan=s.CAMERA_PAN, zoom=s.CAMERA_ZOOM)) if s.BACKGROUND_BANK else
+        ds.demo_backgrounds(seed=cfg.DEMO.SEED, per_scene=2, num_frames=T, size=size))
+    spec = placement.PlacementSpec(
+        actors_min=s.ACTORS_MIN, actors_max=s.ACTORS_MAX, scale_min=s.SCALE_MIN, scale_max=s.SCALE_MAX,
+        trajectory=s.TRAJECTORY, max_drift=s.MAX_DRIFT, partial_prob=s.PARTIAL_PROB, keep_inside=s.KEEP_INSIDE,
+        flip_prob=s.FLIP_PROB, occlusion=s.OCCLUSION, strict_length=s.STRICT_LENGTH)
+    synth = paste.PasteSynthesizer(
+        tubes=tubes, backgrounds=backgrounds, placement=spec, num_frames=T, height=size, width=size,
+        num_classes=cfg.MODEL.NUM_CLASSES, multi_label=s.MULTI_LABEL, edge=s.EDGE, feather_radius=s.FEATHER_RADIUS,
+        colour_match=s.COLOUR_MATCH, interpolation=s.INTERPOLATION, clip_dtype="uint8")
+    if s.MIXER != "none":
+        dur = (1.0, 1.0) if s.MIXER == "cutmix" else (s.MIX_DURATION_MIN, s.MIX_DURATION_MAX)
+        mixer = mixing.CuboidMix(area_min=s.MIX_AREA_MIN, area_max=s.MIX_AREA_MAX, duration_min=dur[0],
+                                 duration_max=dur[1], num_classes=cfg.MODEL.NUM_CLASSES)
+        synth = mixing.MixingSynthesizer(source=synth, mixer=mixer)
+    steps = []
+    if s.CROP_SCALE_MIN < 1.0:
+        steps.append(lambda x, rng: transforms.random_resized_crop(x, rng, size=(size, size), scale=(s.CROP_SCALE_MIN, 1.0)))
+    if s.HFLIP_PROB > 0:
+        steps.append(lambda x, rng: transforms.hflip(x, rng, prob=s.HFLIP_PROB))
+    return synth, steps
+
+
 def _ava_path(cfg: CfgNode, name: str) -> str:
     path = os.path.join(cfg.AVA.ANNOTATION_DIR, name)
     if not os.path.isfile(path):
@@ -149,6 +181,12 @@ def build_train_loader(cfg: CfgNode) -> DataLoader:
         counterfactual = bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "counterfactual")
         dataset = build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
                                           counterfactual=counterfactual)
+    elif cfg.TRAIN.DATASET == "synthesis":
+        from stal.synthesis.dataset import SynthesisDataset
+
+        synth, steps = build_synthesizer(cfg)
+        dataset = SynthesisDataset(synthesizer=synth, transforms=steps, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
+                                   seed=cfg.RNG_SEED, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
     else:
         dataset = _ava_dataset(cfg, list(cfg.AVA.TRAIN_GT_BOX_LISTS), with_labels=True, score_thresh=0.0)
     return DataLoader(dataset, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=True, drop_last=True,
