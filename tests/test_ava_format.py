@@ -253,3 +253,21 @@ def test_table_checks_lengths() -> None:
     assert len(AvaTable.empty()) == 0
     with pytest.raises(ValueError, match="differ in length"):
         AvaTable(video=["a"], timestamp=[1, 2], boxes=np.zeros((1, 4)), action=[1], extra=[1.0])
+
+
+def test_frame_list_round_trip_and_errors(tmp_path):
+    from stal.data.ava_format import read_frame_list, write_frame_list
+
+    path = tmp_path / "train.csv"
+    write_frame_list(path, [("vidA", ["vidA/vidA_000001.jpg", "vidA/vidA_000002.jpg"]), ("vidB", ["vidB/vidB_000001.jpg"])])
+    assert path.read_text().splitlines()[:3] == [
+        "original_vido_id video_id frame_id path labels",
+        'vidA 0 0 vidA/vidA_000001.jpg ""', 'vidA 0 1 vidA/vidA_000002.jpg ""']
+    assert read_frame_list(path) == {"vidA": ["vidA/vidA_000001.jpg", "vidA/vidA_000002.jpg"],
+                                     "vidB": ["vidB/vidB_000001.jpg"]}
+    path.write_text("original_vido_id video_id frame_id path labels\nvidA 0 0 vidA/vidA_000001.jpg\n")
+    with pytest.raises(AvaFormatError, match=r"train.csv:2: expected 5 space-separated fields"):
+        read_frame_list(path)
+    path.write_text('original_vido_id video_id frame_id path labels\nvidA 0 1 vidA/vidA_000002.jpg ""\n')
+    with pytest.raises(AvaFormatError, match=r"train.csv:2: frame_id '1' of vidA; expected 0"):
+        read_frame_list(path)
