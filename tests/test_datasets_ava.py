@@ -150,3 +150,9 @@ def test_ava_guided_config_trains_and_evaluates(repo_root, tmp_path):
     assert train_net.main(["--cfg", os.path.join(repo_root, "configs", "ava_guided.yaml")] + opts) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0.0 <= metrics["frame_mAP"] <= 1.0 and set(metrics["per_class_AP"]) == {"1", "2"}
+
+
+def test_action_ids_beyond_num_classes_are_an_error(ava_root):
+    table = read_ava_csv(ava_root / "annotations" / "gt.csv")
+    with pytest.raises(DataError, match=r"1 rows have action ids outside 1..2 \(first: movA,0902 action 3\)"):
+        _dataset(ava_root, table, num_classes=2)

@@ -67,6 +67,8 @@ class AvaKeyframeDataset(Dataset):
         self.num_frames, self.rate, self.size = num_frames, sampling_rate, crop_size
         self.mean, self.std, self.num_classes = list(mean), list(std), num_classes
         self.video_start, self.label_mode, self.frame_template = video_start, label_mode, frame_template
+        if num_classes:
+            _check_actions(table, num_classes)
         self.keyframes = [k for k in group_keyframes(table) if (k[0], k[1]) not in (excluded or set())]
         self._counts: dict[str, int] = dict(frame_counts or {})
 
@@ -156,6 +158,16 @@ class AvaKeyframeDataset(Dataset):
             raise DataError(f"keyframe {video},{second}: a box has {bad} actions; "
                             f"single-label datasets need exactly one action per box")
         return torch.from_numpy(labels.argmax(1).astype(np.int64))
+
+
+def _check_actions(table: AvaTable, num_classes: int) -> None:
+    """Training rows must name actions 1..num_classes: dropping others would shift no label but lose them."""
+    bad = (table.action < 1) | (table.action > num_classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{int(bad.sum())} rows have action ids outside 1..{num_classes} (first: "
+                        f"{table.video[i]},{int(table.timestamp[i]):04d} action {int(table.action[i])}); "
+                        f"set MODEL.NUM_CLASSES to the largest id (AVA: 80)")
 
 
 def collate_eval(items: list[dict]) -> dict:
