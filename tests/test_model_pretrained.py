@@ -153,3 +153,37 @@ def test_torchvision_image_weights(tmp_path):
     report = load_pretrained(model, str(tmp_path / "r50.pth"))
     assert report.ignored == ["fc.weight", "fc.bias"] and report.missing == ["head.proj.weight", "head.proj.bias"]
     assert torch.equal(model.state_dict()["backbone.features.layer4.0.conv2.weight"], net.layer4[0].conv2.weight)
+
+
+def _x3d_to_pyslowfast(key: str) -> str:
+    """pytorchvideo X3D key -> PySlowFast key (slowfast/models/stem_helper.py X3DStem,
+    resnet_helper.py X3DTransform, operators.py SE), written independently of the loader."""
+    k = key.replace("backbone.", "", 1)
+    stem = {"blocks.0.conv.conv_t.": "conv_xy.", "blocks.0.conv.conv_xy.": "conv.", "blocks.0.norm.": "bn."}
+    for old, new in stem.items():
+        if k.startswith(old):
+            return "s1.pathway0_stem." + new + k[len(old):]
+    stage, block, rest = re.match(r"blocks\.(\d)\.res_blocks\.(\d+)\.(.+)", k).groups()
+    table = [("branch1_conv.", "branch1."), ("branch1_norm.", "branch1_bn."), ("branch2.conv_a.", "branch2.a."),
+             ("branch2.norm_a.", "branch2.a_bn."), ("branch2.conv_b.", "branch2.b."),
+             ("branch2.norm_b.0.", "branch2.b_bn."), ("branch2.norm_b.1.block.0.", "branch2.se.fc1."),
+             ("branch2.norm_b.1.block.2.", "branch2.se.fc2."), ("branch2.norm_b.", "branch2.b_bn."),
+             ("branch2.conv_c.", "branch2.c."), ("branch2.norm_c.", "branch2.c_bn.")]
+    for old, new in table:
+        if rest.startswith(old):
+            rest = new + rest[len(old):]
+            break
+    return f"s{int(stage) + 1}.pathway0_res{block}.{rest}"
+
+
+def test_pyslowfast_x3d_checkpoint_loads_to_the_same_network(tmp_path):
+    torch.manual_seed(0)
+    src = build_detector("x3d_xs_tiny", num_classes=3).eval()
+    state = {_x3d_to_pyslowfast(k): v for k, v in src.state_dict().items() if k.startswith("backbone.")}
+    assert "s2.pathway0_res0.branch2.se.fc1.weight" in state and "s1.pathway0_stem.conv_xy.weight" in state
+    state["head.conv_5.weight"] = torch.zeros(1)
+    torch.save({"model_state": state}, tmp_path / "X3D_XS.pyth")
+    dst = build_detector("x3d_xs_tiny", num_classes=3).eval()
+    report = load_pretrained(dst, str(tmp_path / "X3D_XS.pyth"))
+    assert report.source == "pyslowfast" and report.ignored == ["head.conv_5.weight"]
+    assert _same_backbone(src, dst)

@@ -6,9 +6,9 @@ Supported files (``torch.load``-able dicts; the weights may sit under ``model_st
 - ``stal``: this project's own checkpoints / ``state_dict()`` (keys ``backbone.*``, ``head.*``).
 - ``pytorchvideo``: state dicts of pytorchvideo's X3D / Slow / SlowFast / MViT builders
   (``blocks.N.*``, MViT ``patch_embed.*`` ...): loaded into ``backbone.*`` unchanged.
-- ``pyslowfast``: PySlowFast ``.pyth`` checkpoints of Slow and SlowFast ResNets (``s1.pathway0_stem.*``,
-  ``s2.pathway0_res0.branch2.a.*``, ``s1_fuse.conv_f2s.*``), renamed to pytorchvideo's layout.
-  (PySlowFast X3D and MViT layouts are not mapped: convert those with pytorchvideo first.)
+- ``pyslowfast``: PySlowFast ``.pyth`` checkpoints of Slow, SlowFast and X3D (``s1.pathway0_stem.*``,
+  ``s2.pathway0_res0.branch2.a.*``, ``s1_fuse.conv_f2s.*``, X3D's ``branch2.se.fc1``), renamed to
+  pytorchvideo's layout. (PySlowFast's MViT layout is not mapped: use pytorchvideo's MViT files.)
 - ``torchvision``: ResNet-50 / VGG16 ImageNet state dicts for the image models.
 
 The file's classification head (``head.*``, pytorchvideo's last block, torchvision's ``fc`` /
@@ -88,19 +88,28 @@ def detect_source(keys: list[str]) -> str:
     return "pytorchvideo"
 
 
-_PYSLOWFAST_RENAMES = [
+_RESNET_RENAMES = [
     (r"branch1_bn\.", "branch1_norm."), (r"branch1\.", "branch1_conv."),
     (r"branch2\.([abc])_bn\.", r"branch2.norm_\1."), (r"branch2\.([abc])\.", r"branch2.conv_\1."),
     (r"stem\.bn\.", "stem.norm."),
 ]
+_X3D_RENAMES = [  # applied after the ResNet ones
+    # X3D: the stem's spatial conv is pytorchvideo's conv_t and its temporal one conv_xy (sic).
+    (r"stem\.conv_xy\.", "stem.conv.conv_t."), (r"stem\.conv\.(?!conv_t)", "stem.conv.conv_xy."),
+    (r"branch2\.norm_b\.", "branch2.norm_b.0."),  # BN + squeeze-excitation in a Sequential
+    (r"branch2\.se\.fc1\.", "branch2.norm_b.1.block.0."), (r"branch2\.se\.fc2\.", "branch2.norm_b.1.block.2."),
+]
 
 
-def pyslowfast_to_pytorchvideo(key: str, *, multipathway: bool) -> str | None:
+def pyslowfast_to_pytorchvideo(key: str, *, multipathway: bool, x3d: bool = False) -> str | None:
     """PySlowFast ResNet key -> pytorchvideo key (None: classification head / unknown).
 
     ``s{k}.pathway{p}_stem`` -> ``blocks.0``, ``s{k}.pathway{p}_res{i}`` -> ``blocks.{k-1}.res_blocks.{i}``
     (SlowFast: inside ``multipathway_blocks.{p}``), ``s{k}_fuse.conv_f2s / .bn`` ->
-    ``blocks.{k-1}.multipathway_fusion.conv_fast_to_slow / .norm``.
+    ``blocks.{k-1}.multipathway_fusion.conv_fast_to_slow / .norm``. X3D (``x3d``): stem
+    ``conv_xy`` / ``conv`` -> ``conv.conv_t`` / ``conv.conv_xy``, ``branch2.b_bn`` ->
+    ``branch2.norm_b.0`` (only in blocks with squeeze-excitation; the caller falls back to
+    ``norm_b`` for the others), ``branch2.se.fc1 / fc2`` -> ``branch2.norm_b.1.block.0 / 2``.
     """
     m = re.match(r"s(\d)_fuse\.(conv_f2s|bn)\.(.+)$", key)
     if m:
@@ -111,7 +120,7 @@ def pyslowfast_to_pytorchvideo(key: str, *, multipathway: bool) -> str | None:
         return None
     stage, pathway, rest = int(m.group(1)) - 1, int(m.group(2)), m.group(5)
     rest = ("stem." if m.group(3) == "stem" else "") + rest
-    for pattern, repl in _PYSLOWFAST_RENAMES:
+    for pattern, repl in _RESNET_RENAMES + (_X3D_RENAMES if x3d else []):
         rest = re.sub(pattern, repl, rest)
     rest = rest[len("stem."):] if rest.startswith("stem.") else f"res_blocks.{m.group(4)}.{rest}"
     where = f"blocks.{stage}.multipathway_blocks.{pathway}" if multipathway else f"blocks.{stage}"
@@ -123,11 +132,14 @@ def _map_keys(state: dict, *, source: str, model: nn.Module, prefix: str) -> tup
     if source == "stal":
         return {k if k.startswith(prefix) else prefix + k: v for k, v in state.items()}, []
     backbone = model.get_submodule(prefix + "backbone")
-    multipathway = hasattr(backbone, "alpha")
+    multipathway, x3d = hasattr(backbone, "alpha"), type(backbone).__name__ == "X3DBackbone"
+    own = backbone.state_dict()
     mapped, ignored = {}, []
     for key, value in state.items():
         if source == "pyslowfast":
-            new = pyslowfast_to_pytorchvideo(key, multipathway=multipathway)
+            new = pyslowfast_to_pytorchvideo(key, multipathway=multipathway, x3d=x3d)
+            if new is not None and ".norm_b.0." in new and new not in own:
+                new = new.replace(".norm_b.0.", ".norm_b.")  # X3D block without squeeze-excitation
         elif source == "torchvision":
             new = None if key.startswith(("fc.", "classifier.")) else (
                 key if key.startswith("features.") else f"features.{key}")
