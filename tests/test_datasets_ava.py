@@ -4,6 +4,7 @@ tools/train_net.py trains and evaluates on it with configs/ava_guided.yaml."""
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import train_net
 import videos_to_ava
 from _data_fixtures import grey, write_video
 from stal.data.ava import AvaKeyframeDataset
-from stal.data.ava_format import read_ava_csv, read_frame_list, read_labelmap, write_ava_csv
+from stal.data.ava_format import read_ava_csv, read_box_list, read_frame_list, read_labelmap
 from stal.errors import DataError
 
 MEAN, STD = [0.0] * 3, [1.0] * 3
@@ -143,13 +144,32 @@ def test_ava_guided_config_trains_and_evaluates(repo_root, tmp_path):
     out = tmp_path / "mine"
     videos_to_ava.main(["--videos", str(tmp_path / "videos"), "--annotations", str(tmp_path / "boxes.csv"),
                         "--out", str(out), "--fps", "10", "--val-videos", "cam3", "--workers", "1"])
+    # Person boxes for the test split from an mmaction2-style proposal pickle.
+    with open(out / "annotations" / "proposals.pkl", "wb") as f:
+        pickle.dump({"cam3,0901": np.array([[0.1, 0.1, 0.9, 0.9, 0.95], [0.0, 0.0, 0.2, 0.2, 0.5]])}, f)
     opts = ["AVA.FRAME_DIR", str(out / "frames"), "AVA.ANNOTATION_DIR", str(out / "annotations"), "AVA.FPS", "10",
+            "AVA.TEST_PREDICT_BOX_LISTS", "['proposals.pkl']",
             "OUTPUT_DIR", str(tmp_path / "run"), "MODEL.ARCH", "small3d_tiny", "MODEL.ROI_SIZE", "2",
             "DATA.CROP_SIZE", "32", "DATA.NUM_FRAMES", "2", "DATA.SAMPLING_RATE", "2", "TRAIN.BATCH_SIZE", "2",
             "TRAIN.MAX_ITERS", "1", "SOLVER.MAX_EPOCH", "1", "TEST.BATCH_SIZE", "2"]
     assert train_net.main(["--cfg", os.path.join(repo_root, "configs", "ava_guided.yaml")] + opts) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0.0 <= metrics["frame_mAP"] <= 1.0 and set(metrics["per_class_AP"]) == {"1", "2"}
+    det = read_ava_csv(tmp_path / "run" / "detections.csv")
+    assert len(det) == 2  # one box above DETECTION_SCORE_THRESH 0.9, x 2 classes
+
+
+def test_proposal_pickle_reader(tmp_path):
+    path = tmp_path / "p.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"vid_1,0902": np.array([[0.1, 0.2, 0.3, 0.4, 0.9]]), "vid_1,0903": np.zeros((0, 5))}, f)
+    table = read_box_list(path)
+    assert table.video.tolist() == ["vid_1"] and table.timestamp.tolist() == [902]
+    np.testing.assert_allclose(table.extra, [0.9]) and np.testing.assert_array_equal(table.action, [-1])
+    with open(path, "wb") as f:
+        pickle.dump({"vid_1,0902": np.zeros((2, 4))}, f)
+    with pytest.raises(DataError, match=r"p.pkl: \['vid_1,0902'\] has shape \(2, 4\); expected \(N, 5\)"):
+        read_box_list(path)
 
 
 def test_action_ids_beyond_num_classes_are_an_error(ava_root):

@@ -687,6 +687,54 @@ def write_labelmap(path: PathLike, names: dict[int, str]) -> None:
 
 
 # ----------------------------------------------------------------------------------------
+# Person-box proposals as mmaction2 stores them
+# ----------------------------------------------------------------------------------------
+
+
+def read_proposals_pickle(path: PathLike) -> AvaTable:
+    """Person boxes from an mmaction2 proposal pickle, as detection rows (action -1, score).
+
+    Format: ``{"<video_id>,<%04d second>": ndarray (N, 5) rows x1, y1, x2, y2, score}``
+    with normalized boxes (e.g. ``ava_dense_proposals_val.FAIR.recall_93.9.pkl``).
+    Raises AvaFormatError naming the file and the key on anything else.
+    """
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            raw = pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except Exception as exc:  # corrupt pickles raise many unrelated types
+        raise AvaFormatError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(raw, dict):
+        raise AvaFormatError(f"{path}: top level is {type(raw).__name__}; expected {{'video,second': (N, 5) array}}")
+    tables = [_proposal_rows(path, key, value) for key, value in raw.items()]
+    return AvaTable.concatenate(tables) if tables else AvaTable.empty()
+
+
+def _proposal_rows(path: PathLike, key: object, value: object) -> AvaTable:
+    video, _, second = str(key).rpartition(",")
+    array = np.asarray(value, dtype=np.float64) if isinstance(value, (np.ndarray, list)) else None
+    if not video or not second.isdigit():
+        raise AvaFormatError(f"{path}: key {key!r}; expected '<video_id>,<second>'")
+    if array is None or array.ndim != 2 or array.shape[1] != 5:
+        raise AvaFormatError(f"{path}: [{key!r}] has shape {getattr(array, 'shape', None)}; expected (N, 5) "
+                             f"rows x1, y1, x2, y2, score")
+    if len(array) and not _boxes_valid(array[:, :4]).all():
+        raise AvaFormatError(f"{path}: [{key!r}] has a box outside [0, 1] or with x2 < x1 / y2 < y1")
+    n = len(array)
+    return AvaTable(video=np.array([video] * n, dtype=object), timestamp=np.full(n, int(second), np.int64),
+                    boxes=array[:, :4].astype(np.float32), action=np.full(n, -1, np.int64),
+                    extra=array[:, 4].astype(np.float32))
+
+
+def read_box_list(path: PathLike) -> AvaTable:
+    """An AVA box CSV, or an mmaction2 proposal pickle when the name ends in ``.pkl``."""
+    return read_proposals_pickle(path) if str(path).endswith(".pkl") else read_ava_csv(path)
+
+
+# ----------------------------------------------------------------------------------------
 # Frame lists (PySlowFast ``frame_lists/train.csv`` / ``val.csv``)
 # ----------------------------------------------------------------------------------------
 
@@ -739,6 +787,8 @@ __all__ = [
     "CSV_COLUMNS",
     "atomic_write_text",
     "frame_key",
+    "read_box_list",
+    "read_proposals_pickle",
     "read_ava_csv",
     "read_excluded",
     "read_frame_list",

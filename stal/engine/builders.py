@@ -152,11 +152,12 @@ def _act_test_split(cfg: CfgNode, name: str) -> dict:
 def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score_thresh: float):
     import numpy as np
     from stal.data.ava import AvaKeyframeDataset
-    from stal.data.ava_format import AvaTable, read_ava_csv, read_excluded
+    from stal.data.ava_format import AvaTable, read_box_list, read_excluded
 
     if with_labels and cfg.TRAIN.DATASET in _ACT_DATASETS:
         return _act_dataset(cfg, cfg.TRAIN.DATASET, train=True)
-    tables = [read_ava_csv(_ava_path(cfg, n)) for n in csv_names]
+    # read_box_list: CSVs, or mmaction2 proposal pickles (.pkl) for the test person boxes.
+    tables = [read_box_list(_ava_path(cfg, n)) for n in csv_names]
     table = AvaTable(**{f: np.concatenate([getattr(t, f) for t in tables])
                         for f in ("video", "timestamp", "boxes", "action", "extra")})
     if not with_labels:
