@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,9 @@ import pytest
 from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
 from stal.evaluation import ava_frame_map, ava_frame_map_files, voc_average_precision
 from stal.evaluation import frame_map as frame_map_module
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ava_loop_reference import reference_frame_map as loop_reference  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +64,8 @@ def test_hand_computed_ap() -> None:
     assert result["frame_mAP"] == pytest.approx(0.5, abs=1e-15)
     assert result["num_gt"] == {"1": 3, "2": 0}
     assert result["num_det"] == {"1": 4, "2": 0}
-    assert set(result) == {"frame_mAP", "per_class_AP", "num_gt", "num_det"}
+    assert set(result) == {"frame_mAP", "per_class_AP", "num_gt", "num_det", "counts"}
+    assert result["counts"]["det_on_keyframe_without_gt"] == 1
 
 
 def test_no_fall_back_to_second_best_ground_truth() -> None:
@@ -137,61 +140,13 @@ def test_bad_labelmap_and_scores() -> None:
 # ---------------------------------------------------------------------------- loop reference
 
 
-def _iou(a: tuple, b: tuple) -> float:
-    """Plain IoU of normalized (x1, y1, x2, y2) boxes, same float operations as the official one."""
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    inter = h * w
-    return inter / (((a[3] - a[1]) * (a[2] - a[0]) + (b[3] - b[1]) * (b[2] - b[0])) - inter)
+def _rows(table: AvaTable) -> list[tuple]:
+    return [(v, int(t), *map(float, b), int(a), float(e))
+            for v, t, b, a, e in zip(table.video, table.timestamp, table.boxes, table.action, table.extra)]
 
 
-def reference_frame_map(gt: AvaTable, det: AvaTable, labelmap: dict, excluded: set, thr: float) -> dict:
-    """Obviously-correct, slow: one detection at a time, in (stable) descending score order."""
-    gt_boxes: dict = defaultdict(list)  # (class, video, ts) -> boxes in table order
-    for i in range(len(gt)):
-        key = (int(gt.action[i]), gt.video[i], int(gt.timestamp[i]))
-        if key[0] in labelmap and key[1:] not in excluded:
-            gt_boxes[key].append(tuple(float(x) for x in gt.boxes[i]))
-    dets = []
-    for i in range(len(det)):
-        key = (int(det.action[i]), det.video[i], int(det.timestamp[i]))
-        box = tuple(float(x) for x in det.boxes[i])
-        if key[0] in labelmap and key[1:] not in excluded and box[0] < box[2] and box[1] < box[3]:
-            dets.append((float(det.extra[i]), key, box))
-    dets.sort(key=lambda d: -d[0])  # Python's sort is stable: ties keep table order
-    matched: dict = defaultdict(set)
-    flags: dict = defaultdict(list)  # class -> TP flags in rank order
-    for _, key, box in dets:
-        best, best_iou = None, -1.0
-        for j, g in enumerate(gt_boxes.get(key, [])):
-            iou = _iou(box, g)
-            if iou > best_iou:
-                best, best_iou = j, iou
-        tp = best is not None and best_iou >= thr and best not in matched[key]
-        if tp:
-            matched[key].add(best)
-        flags[key[0]].append(tp)
-    per_class = {}
-    for c in sorted(labelmap):
-        n_gt = sum(len(v) for k, v in gt_boxes.items() if k[0] == c)
-        if n_gt == 0:
-            per_class[str(c)] = None
-            continue
-        precision, recall, tps = [], [], 0
-        for k, tp in enumerate(flags[c], start=1):
-            tps += tp
-            precision.append(tps / k)
-            recall.append(tps / n_gt)
-        recall = [0.0] + recall + [1.0]
-        precision = [0.0] + precision + [0.0]
-        for i in range(len(precision) - 2, -1, -1):
-            precision[i] = max(precision[i], precision[i + 1])
-        per_class[str(c)] = sum(
-            (recall[i] - recall[i - 1]) * precision[i]
-            for i in range(1, len(recall)) if recall[i] != recall[i - 1]
-        )
-    aps = [v for v in per_class.values() if v is not None]
-    return {"frame_mAP": sum(aps) / len(aps) if aps else float("nan"), "per_class_AP": per_class}
+def reference_frame_map(gt: AvaTable, det: AvaTable, labelmap: dict, excluded: set, thr: float, **kw) -> dict:
+    return loop_reference(_rows(gt), _rows(det), labelmap, excluded, thr, **kw)
 
 
 def _random_case(seed: int) -> tuple[AvaTable, AvaTable, dict, set]:

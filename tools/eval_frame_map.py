@@ -1,12 +1,21 @@
 #!/usr/bin/env python
-"""Frame-mAP of a detection file against ground truth, with the official AVA semantics.
+"""Frame-mAP (and video-mAP) of a detection file against ground truth.
+
+AVA (official AVA semantics; see docs/evaluation.md):
 
     python tools/eval_frame_map.py --format ava --gt GT.csv --det DET.csv \\
-        --labelmap LABELMAP.pbtxt [--excluded EXCL.csv] [--iou 0.5] --out RESULT.json
+        --labelmap LABELMAP.pbtxt [--excluded EXCL.csv] [--iou 0.5] --out RESULT.json \\
+        [--top-k-per-frame 50] [--ignore-empty-frames] [--strict]
 
-Writes RESULT.json (frame_mAP, per_class_AP, num_gt, num_det; a class without ground
-truth has AP null) and prints a per-class table. The logic lives in
-stal.evaluation.frame_map; bad input prints one line ``error: ...`` and exits with 2.
+UCF101-24 / JHMDB-21 (ACT protocol, or --protocol yowo for VOC-style frame-mAP):
+
+    python tools/eval_frame_map.py --format ucf24 --gt UCF101v2-GT.pkl --det DET.csv \\
+        [--split 1] [--protocol act|yowo] [--video-map] --out RESULT.json
+
+Writes RESULT.json with ``frame_mAP`` (float in [0, 1], null without any ground truth)
+and ``per_class_AP`` (class id or index as a string -> AP, null for a class without
+ground truth), and prints a per-class table with class names.  Bad input prints one
+line ``error: ...`` (file and line) and exits with 2.
 """
 
 from __future__ import annotations
@@ -16,16 +25,13 @@ import json
 import math
 import os
 import sys
+import warnings
 from typing import NoReturn
 
 try:
     import stal  # noqa: F401
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from stal.data.ava_format import atomic_write_text, read_labelmap  # noqa: E402
-from stal.errors import StalError  # noqa: E402
-from stal.evaluation.frame_map import ava_frame_map_files  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 
@@ -40,56 +46,107 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--format", choices=["ava"], default="ava",
-                        help="annotation format and protocol (only 'ava': AVA CSVs, official AVA frame-mAP)")
-    parser.add_argument("--gt", required=True, metavar="GT.csv",
-                        help="ground-truth CSV: video_id,timestamp,x1,y1,x2,y2,action_id,person_id (no header)")
+    parser.add_argument("--format", choices=["ava", "ucf24", "jhmdb"], default="ava",
+                        help="ava: AVA CSVs, official AVA frame-mAP; ucf24/jhmdb: ACT ground-truth pickle "
+                             "and a per-frame detection CSV (docs/evaluation.md)")
+    parser.add_argument("--gt", required=True, metavar="GT",
+                        help="ava: CSV video_id,timestamp,x1,y1,x2,y2,action_id,person_id (no header); "
+                             "ucf24/jhmdb: UCF101v2-GT.pkl / JHMDB-GT.pkl")
     parser.add_argument("--det", required=True, metavar="DET.csv",
-                        help="detection CSV: video_id,timestamp,x1,y1,x2,y2,action_id,score (no header)")
-    parser.add_argument("--labelmap", required=True, metavar="LABELMAP.pbtxt",
-                        help="label map of the classes to evaluate (item { name: \"...\" id: N } blocks)")
+                        help="ava: CSV video_id,timestamp,x1,y1,x2,y2,action_id,score; "
+                             "ucf24/jhmdb: CSV video,frame,x1,y1,x2,y2,label,score (pixels, frame 1-based, "
+                             "label 0-based into the pickle's labels)")
+    parser.add_argument("--labelmap", default=None, metavar="LABELMAP.pbtxt",
+                        help="ava (required): classes to evaluate (item { name: \"...\" id: N } blocks)")
     parser.add_argument("--excluded", default=None, metavar="EXCL.csv",
-                        help="optional CSV of video_id,timestamp keyframes to leave out of the evaluation")
+                        help="ava: CSV of video_id,timestamp keyframes to leave out")
     parser.add_argument("--iou", type=float, default=0.5,
                         help="IoU a detection needs with a ground-truth box to be a true positive (default 0.5)")
-    parser.add_argument("--max-dets-per-keyframe", type=int, default=None, metavar="K",
-                        help="keep only the K highest-scoring detections per keyframe "
-                             "(ActivityNet's evaluator uses 50; default: keep all, as PySlowFast)")
+    parser.add_argument("--top-k-per-frame", "--max-dets-per-keyframe", dest="top_k", type=int, default=None,
+                        metavar="K", help="ava: keep the K highest-scoring detections per keyframe "
+                                          "(ActivityNet's evaluator: 50; default: all, as PySlowFast)")
+    parser.add_argument("--ignore-empty-frames", action="store_true",
+                        help="ava: drop detections on keyframes without ground truth (mmaction2's option); "
+                             "default: they are false positives, as in the official evaluator")
+    parser.add_argument("--strict", action="store_true",
+                        help="ava: a detection row whose action id is not in the label map is an error "
+                             "(default: skipped and counted)")
+    parser.add_argument("--split", type=int, default=1, help="ucf24/jhmdb: split (JHMDB has 1-3)")
+    parser.add_argument("--protocol", choices=["act", "yowo"], default="act",
+                        help="ucf24/jhmdb: act (ACT frame-mAP, +1 pixel IoU, trapezoid AP) or yowo "
+                             "(VOC all-point frame-mAP, as YOWO reports)")
+    parser.add_argument("--video-map", action="store_true",
+                        help="ucf24/jhmdb: also link detections into tubes and report video-mAP at "
+                             "0.2, 0.5, 0.75 and 0.5:0.95")
     parser.add_argument("--out", required=True, metavar="RESULT.json",
                         help="where to write the result JSON (written atomically)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.iou <= 1.0:
         parser.error(f"--iou must be in [0, 1], got {args.iou}")
+    if args.format == "ava" and args.labelmap is None:
+        parser.error("--format ava needs --labelmap")
+    if args.top_k is not None and args.top_k < 1:
+        parser.error(f"--top-k-per-frame must be >= 1, got {args.top_k}")
     return args
 
 
-def format_table(result: dict, names: dict[int, str], iou: float) -> str:
+def format_table(result: dict, names: dict, iou: float) -> str:
     """Per-class table and the mAP, as printed by the tool."""
-    lines = [f"{'id':>4}  {'AP':>7}  {'#gt':>7}  {'#det':>8}  name"]
+    lines = [f"{'id':>4}  {'AP':>7}  {'#gt':>7}  {'#det':>9}  name"]
     for key, ap in result["per_class_AP"].items():
         ap_text = "    n/a" if ap is None else f"{ap:7.4f}"
         lines.append(f"{key:>4}  {ap_text}  {result['num_gt'][key]:>7}  "
-                     f"{result['num_det'][key]:>8}  {names.get(int(key), '')}")
+                     f"{result['num_det'][key]:>9}  {names.get(int(key), '')}")
     mean = result["frame_mAP"]
-    lines.append(f"frame-mAP@{iou:g}: {'n/a (no ground truth)' if math.isnan(mean) else f'{mean:.4f}'}")
+    lines.append(f"frame-mAP@{iou:g}: {'n/a (no ground truth)' if _nan(mean) else f'{mean:.4f}'}")
+    for key, value in result.get("video_mAP", {}).items():
+        lines.append(f"video-mAP@{key}: {value:.4f}")
     return "\n".join(lines)
+
+
+def _nan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def evaluate_ava(args: argparse.Namespace) -> tuple[dict, dict]:
+    from stal.data.ava_format import read_labelmap
+    from stal.evaluation.frame_map import ava_frame_map_files
+
+    names = read_labelmap(args.labelmap)
+    result = ava_frame_map_files(
+        args.gt, args.det, args.labelmap, excluded_csv=args.excluded, iou_threshold=args.iou,
+        max_dets_per_keyframe=args.top_k, ignore_empty_frames=args.ignore_empty_frames, strict=args.strict)
+    return result, names
+
+
+def evaluate_act(args: argparse.Namespace) -> tuple[dict, dict]:
+    from stal.evaluation.act_map import act_evaluate_files
+
+    result = act_evaluate_files(args.gt, args.det, split=args.split, protocol=args.protocol,
+                                iou_threshold=args.iou, video_map=args.video_map)
+    return result, dict(enumerate(result.pop("labels")))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from stal.errors import StalError
+
     try:
-        names = read_labelmap(args.labelmap)
-        result = ava_frame_map_files(
-            args.gt, args.det, args.labelmap,
-            excluded_csv=args.excluded,
-            iou_threshold=args.iou,
-            max_dets_per_keyframe=args.max_dets_per_keyframe,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result, names = (evaluate_ava if args.format == "ava" else evaluate_act)(args)
+        for warning in caught:
+            print(f"warning: {warning.message}", file=sys.stderr)
         print(format_table(result, names, args.iou))
+        counts = {k: v for k, v in result.get("counts", {}).items() if v}
+        if counts:
+            print("rows left out or noted: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
         payload = dict(result)
         # Strict JSON has no NaN: no ground truth at all -> null, like a class without any.
-        payload["frame_mAP"] = None if math.isnan(result["frame_mAP"]) else result["frame_mAP"]
+        payload["frame_mAP"] = None if _nan(result["frame_mAP"]) else result["frame_mAP"]
         payload["iou_threshold"] = args.iou
+        from stal.data.ava_format import atomic_write_text
+
         atomic_write_text(args.out, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     except (StalError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

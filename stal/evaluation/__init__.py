@@ -1,4 +1,4 @@
-"""Evaluation metrics: AVA frame-mAP (official semantics, vectorised)."""
+"""Evaluation metrics: AVA frame-mAP (official semantics, vectorised, streaming)."""
 
 from stal.evaluation.frame_map import (
     ava_frame_map,

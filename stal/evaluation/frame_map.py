@@ -1,154 +1,122 @@
-"""AVA frame-mAP with the semantics of the official evaluator, vectorised with numpy.
+"""AVA frame-mAP with the semantics of the official evaluator; vectorised and streaming.
 
-The official evaluator is ActivityNet's ``Evaluation/get_ava_performance.py`` on
-top of the TensorFlow object-detection API (``object_detection_evaluation.py``,
+The official evaluator is ActivityNet's ``Evaluation/get_ava_performance.py`` on top of
+the TensorFlow object-detection API (``object_detection_evaluation.py``,
 ``per_image_evaluation.py``, ``metrics.py``, ``np_box_ops.py``); PySlowFast and
 mmaction2 ship copies of it.  What it computes, and what is reproduced here:
 
-* Only classes in the label map are evaluated; rows with other action ids are
-  dropped when the CSVs are read.  Keyframes listed as excluded are dropped from
-  both ground truth and detections.
-* Detections whose box has ``x2 <= x1`` or ``y2 <= y1`` are removed before
-  matching (``PerImageEvaluation._remove_invalid_boxes``); they are neither TP
-  nor FP.  Degenerate ground-truth boxes are kept and counted.
-* Per keyframe and class, detections are visited in descending score order.
-  Each takes the ground-truth box of highest IoU in that keyframe (``np.argmax``:
-  the first one on ties); it is a TP iff that IoU >= threshold and that box is
-  not matched yet, else a FP.  There is no fall-back to the second-best box.
-  Detections in keyframes without ground truth of the class (or without any
-  ground truth) are FPs.
-* IoU in normalized coordinates, no +1 convention, computed with the same
-  float64 operations as ``np_box_ops.iou`` (so ties with the threshold agree).
-* Per class, all detections are ranked by score; precision and recall as in
-  ``metrics.compute_precision_recall``; AP as ``metrics.compute_average_precision``
-  (VOC all-point: recall padded with 0 and 1, precision padded with 0 and 0, made
-  non-increasing from the right, summed over the recall steps).  A class with
-  ground truth but no detection has AP 0; a class without ground truth has no AP
-  (None here, NaN there) and is left out of the mean, which is ``np.nanmean``
-  over the AP array indexed by class id exactly as the official code builds it.
+* Only classes in the label map are evaluated; rows with other action ids are dropped
+  (counted).  Keyframes listed as excluded are dropped from both tables.
+* Detections with ``x2 <= x1`` or ``y2 <= y1`` are removed before matching
+  (``PerImageEvaluation._remove_invalid_boxes``); neither TP nor FP.
+* Per keyframe and class, detections are visited in descending score order.  Each
+  takes the ground-truth box of highest IoU in that keyframe (``np.argmax``: the first
+  one on ties); it is a TP iff that IoU >= threshold and that box is not matched yet,
+  else a FP.  There is no fall-back to the second-best box.  Detections on keyframes
+  without ground truth of the class are FPs.
+* IoU in normalized coordinates, no +1 convention, with the float64 operations of
+  ``np_box_ops.iou`` (so values at the threshold compare the same).
+* AP per class: VOC all-point (``metrics.compute_precision_recall`` then
+  ``compute_average_precision``); a class with ground truth and no detection has AP 0;
+  a class without ground truth has no AP (None here, NaN there) and is left out of the
+  mean, which is ``np.nanmean`` over the AP array indexed by class id, as there.
 
-Order of tied scores (the only place where results may differ):
+Ties (the only place where results may differ from a given official copy):
 
-* Here every sort is stable: among equal scores, the detection that comes first
-  in the detection table (file order) is visited first, both in per-keyframe
-  matching and in the per-class ranking.  Results are deterministic.
-* The official ranking is ``np.argsort(scores)[::-1]`` (quicksort, not stable):
-  tie order depends on the numpy version and array length (for arrays of at most
-  16 elements it is reversed input order).  Its per-keyframe order is a stable
-  sort of a heap's array order (ActivityNet) or file order without sorting at
-  all (PySlowFast).  With distinct scores per class all of these agree with this
-  module bit for bit; with ties they may differ by about 1e-4 AP.
-* The ground-truth box taken on an IoU tie (two boxes at exactly the same IoU) is
-  the first one in the ground-truth table, as in PySlowFast; ActivityNet's
-  reader reorders ground truth through a heap and may take the other one.
+* Here every order is stable: among equal scores the detection that comes first in the
+  detection file (table order) is visited first, in per-keyframe matching and in the
+  per-class ranking.  Results are deterministic.
+* The official ranking is ``np.argsort(scores)[::-1]`` (quicksort, not stable), so tie
+  order depends on the numpy version and the array length; its per-keyframe order is a
+  stable sort of a heap's order (ActivityNet) or file order (PySlowFast).  With distinct
+  scores per class all of them agree with this module bit for bit; with ties they may
+  differ by about 1e-4 AP.
+* On an IoU tie between two ground-truth boxes, the first one in the ground-truth file
+  is taken (as PySlowFast; ActivityNet's heap may take the other).
 
-ActivityNet additionally keeps only the 50 highest-scoring detections per
-keyframe (``read_csv(..., capacity=50)``); PySlowFast and mmaction2 do not.
-``max_dets_per_keyframe=50`` reproduces that cap (ties at the cut: file order).
+Variants: ``max_dets_per_keyframe=50`` keeps the 50 highest-scoring detections of each
+keyframe over all evaluated classes, before exclusions, as ActivityNet's
+``read_csv(capacity=50)`` (ties at the cut: file order; ActivityNet's heap breaks them by
+class id and coordinates).  ``ignore_empty_frames=True`` drops detections on keyframes
+that have no ground truth of any evaluated class, as mmaction2's option of that name.
 
-Implementation: detections and ground truth are grouped by (class, keyframe) with
-integer codes and ``searchsorted``; all (detection, same-group ground truth)
-pairs are expanded in chunks and their IoUs computed at once.  Because a
-detection's target box does not depend on earlier matches (no fall-back), a
-detection is a TP iff its IoU with its target reaches the threshold and it is the
-highest-ranked such detection for that target, which is a sort, not a loop.
+How it is fast (see docs/evaluation.md): a detection's target box does not depend on
+other detections (no fall-back), so each detection's target and IoU are computed
+independently, block by block, while the file streams in.  A ground-truth box is then
+matched by its best-ranked claimant: a running maximum per box.  Only the score of each
+kept detection is stored (8 bytes a row).  AP needs only the rank of each TP in its
+class: counted with ``searchsorted`` against the few TP scores, not by sorting the
+class's million scores.  The AP terms are the official ones, summed in the same order.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Iterable, Optional
 
 import numpy as np
 
-from stal.data.ava_format import (
-    AvaTable,
-    PathLike,
-    read_ava_csv,
-    read_excluded,
-    read_labelmap,
-)
+from stal.errors import DataError
+from stal.evaluation.fast_csv import BoxBatch, PathLike, VideoVocab, iter_box_csv, line_of_row, prefetch
 
 # Number of (detection, ground truth) pairs expanded at once: bounds memory at about
-# 20 float64 arrays of this length (a few hundred MB) whatever the number of rows.
+# 20 float64 arrays of this length whatever the number of rows.
 _PAIRS_PER_CHUNK = 4_000_000
+# Largest dense lookup table (entries) for keyframes and (keyframe, class) groups.
+_MAX_DENSE = 1 << 26
+# Coarse score buckets of tp_ranks: with T true positives, about T / this of a class's
+# rows need an exact comparison.
+_RANK_BUCKETS = 1 << 16
 # Beyond this class id the official per-id AP array is not materialised (see _mean_ap).
 _MAX_DENSE_CLASS_ID = 100_000
 
 
 def ava_frame_map(
-    gt: AvaTable,
-    det: AvaTable,
+    gt,
+    det,
     labelmap: dict[int, str],
     *,
     excluded: Iterable[tuple[str, int]] = frozenset(),
     iou_threshold: float = 0.5,
     max_dets_per_keyframe: Optional[int] = None,
+    ignore_empty_frames: bool = False,
 ) -> dict:
-    """AVA frame-mAP of ``det`` against ``gt``, with the official semantics (module doc).
+    """AVA frame-mAP of in-memory tables (module doc for the semantics).
 
     Args:
-        gt: ground-truth rows (``extra`` = person id, unused), boxes normalized
-            ``x1, y1, x2, y2``.
-        det: detection rows (``extra`` = score, must be finite), same box convention.
-        labelmap: ``{class_id: name}``; only these classes are evaluated.  Ids must
-            be >= 1, as in the official evaluator.
+        gt: :class:`stal.data.ava_format.AvaTable` of ground truth (``extra`` = person
+            id, unused); boxes normalized ``x1, y1, x2, y2``.
+        det: AvaTable of detections (``extra`` = score, finite); same boxes.
+        labelmap: ``{class_id: name}``; only these classes are evaluated (ids >= 1).
         excluded: ``(video_id, timestamp)`` keyframes dropped from both tables.
         iou_threshold: a match needs IoU >= this.
-        max_dets_per_keyframe: keep only this many highest-scoring detections per
-            keyframe (over all evaluated classes), as ActivityNet does with 50;
-            None keeps all.
+        max_dets_per_keyframe: ActivityNet's cap (module doc); None keeps all.
+        ignore_empty_frames: mmaction2's option (module doc).
 
     Returns:
-        ``{"frame_mAP": float, "per_class_AP": {str(id): float or None},
-        "num_gt": {str(id): int}, "num_det": {str(id): int}}``; classes in
-        increasing id order.  ``frame_mAP`` is NaN when no class has ground truth.
-        ``num_det`` counts the detections that took part (after the filters).
+        ``{"frame_mAP": float (NaN without any ground truth), "per_class_AP": {str(id):
+        float or None}, "num_gt": {str(id): int}, "num_det": {str(id): int}, "counts":
+        {what: rows}}``; classes in increasing id order; ``num_det`` counts the
+        detections that took part; ``counts`` the rows left out, and why.
     """
-    class_ids = _check_labelmap(labelmap)
-    _check_scores(det)
-    gt = gt.take(np.isin(gt.action, class_ids))
-    det = det.take(np.isin(det.action, class_ids))
-    gt_frame, det_frame, excluded_codes, num_frames = _frame_codes(gt, det, excluded)
-
-    keep_gt = ~np.isin(gt_frame, excluded_codes)
-    gt, gt_frame = gt.take(keep_gt), gt_frame[keep_gt]
-    keep_det = ~np.isin(det_frame, excluded_codes)
+    vocab = VideoVocab()
+    gt_batch = _batch_from_table(gt, vocab)
+    det_batch = _batch_from_table(det, vocab)
+    if len(det_batch) and not np.isfinite(det_batch.extra).all():
+        raise ValueError("detection scores (AvaTable.extra) must be finite")
+    acc = FrameMapAccumulator(
+        gt=gt_batch, labelmap=labelmap, excluded=_excluded_codes(excluded, vocab),
+        iou_threshold=iou_threshold, ignore_empty_frames=ignore_empty_frames)
+    keep = None
     if max_dets_per_keyframe is not None:
-        keep_det &= _top_k_per_frame(det_frame, det.extra, max_dets_per_keyframe)
-    keep_det &= _valid_boxes(det.boxes)
-    det, det_frame = det.take(keep_det), det_frame[keep_det]
-
-    num_classes = len(class_ids)
-    if num_classes * num_frames >= 2**62:
-        raise ValueError("timestamps too large to index (class, keyframe) groups in int64")
-    gt_class = np.searchsorted(class_ids, gt.action)
-    det_class = np.searchsorted(class_ids, det.action)
-    scores = det.extra.astype(np.float64)
-    # Stable: ties keep table order (module doc). rank[i] = position of detection i.
-    order = np.argsort(-scores, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-
-    is_tp = _match(
-        gt_group=gt_class * num_frames + gt_frame,
-        gt_boxes=gt.boxes.astype(np.float64),
-        det_group=det_class * num_frames + det_frame,
-        det_boxes=det.boxes.astype(np.float64),
-        det_rank=rank,
-        iou_threshold=iou_threshold,
-    )
-
-    num_gt = np.bincount(gt_class, minlength=num_classes)
-    num_det = np.bincount(det_class, minlength=num_classes)
-    per_class_ap = _per_class_ap(class_ids, is_tp, order, det_class, num_gt, num_det)
-
-    return {
-        "frame_mAP": _mean_ap(class_ids, per_class_ap),
-        "per_class_AP": per_class_ap,
-        "num_gt": {str(k): int(v) for k, v in zip(class_ids.tolist(), num_gt.tolist())},
-        "num_det": {str(k): int(v) for k, v in zip(class_ids.tolist(), num_det.tolist())},
-    }
+        evaluated = acc.class_index(det_batch.action) >= 0
+        keep = np.zeros(len(det_batch), dtype=bool)
+        keep[evaluated] = _top_k_per_frame(
+            _frame_keys(det_batch.video[evaluated], det_batch.timestamp[evaluated]),
+            det_batch.extra[evaluated], max_dets_per_keyframe)
+    acc.add(det_batch, keep=keep)
+    return acc.result()
 
 
 def ava_frame_map_files(
@@ -159,26 +127,216 @@ def ava_frame_map_files(
     iou_threshold: float = 0.5,
     *,
     max_dets_per_keyframe: Optional[int] = None,
+    ignore_empty_frames: bool = False,
+    strict: bool = False,
 ) -> dict:
-    """:func:`ava_frame_map` on AVA files (ground-truth CSV, detection CSV, label map,
-    optional excluded-timestamps CSV).
+    """:func:`ava_frame_map` on AVA files, streaming the detection CSV.
 
-    The CSVs are read in float64, the precision the official evaluator parses them
-    with, so IoUs and scores are bit-identical to its own.
+    Args:
+        gt_csv, det_csv: AVA box CSVs (no header; 8 columns, or 7 without the last).
+        labelmap_pbtxt: ``item { name: "..." id: N }`` (or ``label_id:``) blocks.
+        excluded_csv: optional ``video_id,timestamp`` rows.
+        iou_threshold, max_dets_per_keyframe, ignore_empty_frames: as in ava_frame_map
+            (the cap reads the detection file twice).
+        strict: a detection row whose action id is not in the label map is an error
+            (file and line) instead of a counted, skipped row.  Ground-truth rows of
+            other classes are always skipped: the official v2.2 ground truth holds all
+            80 classes and the official label map 60.
+
+    Returns:
+        As ava_frame_map.  Warns (``UserWarning``) when the detection file is empty or
+        rows were skipped for their action id.
 
     Raises:
-        stal.errors.DataError (AvaFormatError) for a missing or malformed file.
+        stal.errors.DataError naming the file and line for a missing or malformed file.
     """
+    from stal.data.ava_format import read_excluded, read_labelmap
+
     labelmap = read_labelmap(labelmap_pbtxt)
+    vocab = VideoVocab()
+    gt = BoxBatch.concatenate(list(iter_box_csv(gt_csv, vocab=vocab)))
     excluded = read_excluded(excluded_csv) if excluded_csv is not None else set()
-    gt = read_ava_csv(gt_csv, float_dtype=np.float64)
-    det = read_ava_csv(det_csv, float_dtype=np.float64)
-    return ava_frame_map(
-        gt, det, labelmap,
-        excluded=excluded,
-        iou_threshold=iou_threshold,
-        max_dets_per_keyframe=max_dets_per_keyframe,
-    )
+    acc = FrameMapAccumulator(
+        gt=gt, labelmap=labelmap, excluded=_excluded_codes(excluded, vocab),
+        iou_threshold=iou_threshold, ignore_empty_frames=ignore_empty_frames)
+    top_k = None
+    if max_dets_per_keyframe is not None:
+        top_k = _top_k_keep_file(det_csv, vocab=vocab, acc=acc, k=max_dets_per_keyframe)
+    rows = 0
+    for batch in prefetch(iter_box_csv(det_csv, vocab=vocab)):
+        if strict:
+            _check_actions(det_csv, batch, acc)
+        keep = None if top_k is None else top_k[batch.first_row:batch.first_row + len(batch)]
+        acc.add(batch, keep=keep)
+        rows += len(batch)
+    result = acc.result()
+    if rows == 0:
+        warnings.warn(f"{det_csv}: no detections; every class with ground truth has AP 0", stacklevel=2)
+    skipped = result["counts"]["det_action_not_in_labelmap"]
+    if skipped:
+        warnings.warn(f"{det_csv}: {skipped} rows with action ids not in the label map were skipped",
+                      stacklevel=2)
+    return result
+
+
+def _check_actions(path: PathLike, batch: BoxBatch, acc: "FrameMapAccumulator") -> None:
+    bad = np.flatnonzero(acc.class_index(batch.action) < 0)
+    if len(bad):
+        row = batch.first_row + int(bad[0])
+        raise DataError(f"{path}:{line_of_row(path, row)}: column 7 (action_id): "
+                        f"{int(batch.action[bad[0]])} is not in the label map (--strict)")
+
+
+def _batch_from_table(table, vocab: VideoVocab) -> BoxBatch:
+    """AvaTable -> BoxBatch in float64 (the official evaluator's precision)."""
+    return BoxBatch(vocab.codes(table.video.tolist()), np.asarray(table.timestamp, np.int64),
+                    np.asarray(table.boxes, np.float64).reshape(-1, 4),
+                    np.asarray(table.action, np.int64), np.asarray(table.extra, np.float64))
+
+
+def _excluded_codes(excluded: Iterable[tuple[str, int]], vocab: VideoVocab) -> tuple[np.ndarray, np.ndarray]:
+    pairs = sorted((str(v), int(t)) for v, t in excluded)
+    video = np.array([vocab.code(v) for v, _ in pairs], dtype=np.int32)
+    return video, np.array([t for _, t in pairs], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------
+# The accumulator: ground truth once, detections block by block
+# ----------------------------------------------------------------------------------------
+
+
+class FrameMapAccumulator:
+    """Streaming AVA frame-mAP: build on the ground truth, ``add`` detection blocks in
+    file order, then ``result``.  Memory: 8 bytes per kept detection plus the ground truth.
+
+    Args:
+        gt: ground-truth rows (video codes of the vocabulary the detections will use).
+        labelmap: ``{class_id: name}``.
+        excluded: (video codes int32 (E,), timestamps int64 (E,)) of excluded keyframes.
+        iou_threshold: a match needs IoU >= this.
+        ignore_empty_frames: drop detections on keyframes without evaluated ground truth.
+    """
+
+    def __init__(self, *, gt: BoxBatch, labelmap: dict[int, str], excluded: tuple[np.ndarray, np.ndarray],
+                 iou_threshold: float, ignore_empty_frames: bool) -> None:
+        self.class_ids = _check_labelmap(labelmap)
+        # int16 class indices let the per-block sort by class be a radix sort.
+        index_dtype = np.int16 if len(self.class_ids) < 2**15 else np.int32
+        self._lut = np.full(int(self.class_ids[-1]) + 1, -1, dtype=index_dtype)
+        self._lut[self.class_ids] = np.arange(len(self.class_ids), dtype=index_dtype)
+        self.iou_threshold = float(iou_threshold)
+        self.ignore_empty_frames = ignore_empty_frames
+        self.counts = dict.fromkeys(
+            ("gt_action_not_in_labelmap", "gt_excluded", "det_action_not_in_labelmap", "det_excluded",
+             "det_invalid_box", "det_over_top_k", "det_on_keyframe_without_gt"), 0)
+        gt_class = self.class_index(gt.action)
+        self.counts["gt_action_not_in_labelmap"] = int((gt_class < 0).sum())
+        gt, gt_class = gt.take(gt_class >= 0), gt_class[gt_class >= 0]
+        excluded_keys = np.unique(_frame_keys(*excluded))
+        on_excluded = np.isin(_frame_keys(gt.video, gt.timestamp), excluded_keys)
+        self.counts["gt_excluded"] = int(on_excluded.sum())
+        gt, gt_class = gt.take(~on_excluded), gt_class[~on_excluded]
+        self._frames = _KeyframeIndex(_frame_keys(gt.video, gt.timestamp), excluded_keys)
+        num_classes = len(self.class_ids)
+        group = self._frames.lookup(gt.video, gt.timestamp)[0].astype(np.int64) * num_classes + gt_class
+        order = np.argsort(group, kind="stable")  # table order inside a group: argmax picks the first
+        self._gt_boxes = gt.boxes[order]
+        self._gt_class = gt_class[order]
+        self._groups = _GroupIndex(group[order], self._frames.num_frames * num_classes)
+        self.num_gt = np.bincount(gt_class, minlength=num_classes)
+        # Running winner of each ground-truth box: best score, then earliest position.
+        self._win_score = np.full(len(order), -np.inf)
+        self._win_pos = np.full(len(order), -1, dtype=np.int64)
+        self._scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+        self.num_det = np.zeros(num_classes, dtype=np.int64)
+
+    def class_index(self, action: np.ndarray) -> np.ndarray:
+        """int16/int32 (N,) index into ``class_ids`` of each action id, -1 if not evaluated."""
+        inside = (action >= 0) & (action < len(self._lut))
+        return self._lut[np.where(inside, action, 0)]  # _lut[0] is -1: class ids are >= 1
+
+    def add(self, det: BoxBatch, *, keep: Optional[np.ndarray] = None) -> None:
+        """Take a block of detection rows (in file order after the previous blocks).
+
+        Args:
+            det: the rows; ``extra`` holds the scores.
+            keep: optional bool (N,): rows to consider (the top-k cap), others dropped.
+        """
+        cls = self.class_index(det.action)
+        ok = cls >= 0
+        self.counts["det_action_not_in_labelmap"] += int(len(ok) - ok.sum())
+        if keep is not None:
+            self.counts["det_over_top_k"] += int((ok & ~keep).sum())
+            ok &= keep
+        frame, on_excluded = self._frames.lookup(det.video, det.timestamp)
+        self.counts["det_excluded"] += int((ok & on_excluded).sum())
+        ok &= ~on_excluded
+        boxes = det.boxes
+        valid = (boxes[:, 0] < boxes[:, 2]) & (boxes[:, 1] < boxes[:, 3])
+        self.counts["det_invalid_box"] += int((ok & ~valid).sum())
+        ok &= valid
+        no_gt = ok & (frame < 0)
+        self.counts["det_on_keyframe_without_gt"] += int(no_gt.sum())
+        if self.ignore_empty_frames:
+            ok &= frame >= 0
+        rows = np.flatnonzero(ok)
+        if len(rows) == 0:
+            return
+        self._add_kept(cls[rows], frame[rows], boxes[rows], det.extra[rows])
+
+    def _add_kept(self, cls: np.ndarray, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> None:
+        """Store scores by class and update the winners; all arrays (K,) / (K, 4)."""
+        num_classes = len(self.class_ids)
+        by_class = np.argsort(cls, kind="stable")  # radix sort of int16: linear
+        per_class = np.bincount(cls, minlength=num_classes)
+        starts = np.cumsum(per_class) - per_class
+        sorted_scores = scores[by_class]
+        for c in np.flatnonzero(per_class):
+            self._scores[c].append(sorted_scores[starts[c]:starts[c] + per_class[c]])
+        num_before = self.num_det.copy()
+        self.num_det += per_class
+
+        group = np.where(frame >= 0, frame.astype(np.int64) * num_classes + cls, -1)
+        first, count = self._groups.lookup(group)
+        target, best_iou = _best_ground_truth(first, count, boxes, self._gt_boxes)
+        claims = np.flatnonzero(best_iou >= self.iou_threshold)
+        if len(claims) == 0:
+            return
+        # Position of a claimant inside its class over all blocks so far (file order).
+        rank_in_sorted = np.empty(len(cls), dtype=np.int64)
+        rank_in_sorted[by_class] = np.arange(len(cls))
+        claim_cls = cls[claims]
+        position = num_before[claim_cls] + rank_in_sorted[claims] - starts[claim_cls]
+        # Best claimant per box in this block (score desc, then position), then merge with
+        # the running winner: an earlier block wins ties (its positions are smaller).
+        t, s, p = target[claims], scores[claims], position
+        order = np.lexsort((p, -s, t))
+        first_of_target = order[_run_starts(t[order])]
+        t, s, p = t[first_of_target], s[first_of_target], p[first_of_target]
+        better = s > self._win_score[t]
+        self._win_score[t[better]] = s[better]
+        self._win_pos[t[better]] = p[better]
+
+    def result(self) -> dict:
+        """The metric dict of :func:`ava_frame_map`."""
+        matched = self._win_pos >= 0
+        tp_class, tp_pos = self._gt_class[matched], self._win_pos[matched]
+        per_class_ap: dict[str, Optional[float]] = {}
+        for c, class_id in enumerate(self.class_ids.tolist()):
+            if self.num_gt[c] == 0:
+                per_class_ap[str(class_id)] = None
+                continue
+            scores = np.concatenate(self._scores[c]) if self._scores[c] else np.empty(0)
+            ranks = tp_ranks(scores, tp_pos[tp_class == c])
+            per_class_ap[str(class_id)] = voc_ap_from_tp_ranks(ranks, int(self.num_gt[c]))
+        ids = self.class_ids.tolist()
+        return {
+            "frame_mAP": _mean_ap(self.class_ids, per_class_ap),
+            "per_class_AP": per_class_ap,
+            "num_gt": {str(k): int(v) for k, v in zip(ids, self.num_gt.tolist())},
+            "num_det": {str(k): int(v) for k, v in zip(ids, self.num_det.tolist())},
+            "counts": dict(self.counts),
+        }
 
 
 # ----------------------------------------------------------------------------------------
@@ -189,32 +347,103 @@ def ava_frame_map_files(
 def voc_average_precision(tp_sorted: np.ndarray, num_gt: int) -> float:
     """VOC all-point AP of detections already ranked by descending score.
 
-    Same arithmetic as the TF object-detection API's ``compute_precision_recall``
-    followed by ``compute_average_precision``, so the result is bit-identical for the
-    same ranking.
+    The arithmetic of the TF object-detection API's ``compute_precision_recall`` then
+    ``compute_average_precision``: bit-identical for the same ranking.  (The evaluator
+    uses :func:`voc_ap_from_tp_ranks`, which gives the same bits without the FP rows.)
 
     Args:
         tp_sorted: bool (K,), True where the k-th ranked detection is a true positive.
         num_gt: number of ground-truth boxes of the class (> 0).
-
-    Returns:
-        AP in [0, 1]; 0.0 when there is no detection.
     """
     if num_gt <= 0:
         raise ValueError("num_gt must be positive; a class without ground truth has no AP")
-    if tp_sorted.size == 0:
-        return 0.0
     tp = tp_sorted.astype(np.int64)
     cum_tp = np.cumsum(tp)
-    cum_fp = np.cumsum(1 - tp)
+    cum_fp = np.cumsum(1 - tp).astype(np.float64)
     precision = cum_tp.astype(np.float64) / (cum_tp + cum_fp)
     recall = cum_tp.astype(np.float64) / num_gt
     recall = np.concatenate([[0.0], recall, [1.0]])
     precision = np.concatenate([[0.0], precision, [0.0]])
-    # Precision envelope: the best precision at this recall or any higher one.
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    precision = np.maximum.accumulate(precision[::-1])[::-1]  # best precision at >= this recall
     steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
     return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+def voc_ap_from_tp_ranks(ranks: np.ndarray, num_gt: int) -> float:
+    """:func:`voc_average_precision` from the 1-based ranks of the true positives only.
+
+    Recall changes only at a TP, and between two TPs precision falls, so the envelope
+    at a TP is the maximum over the later TPs' precisions.  The terms (and the trailing
+    zero term when recall stays below 1) are those the official code sums, in its
+    order, so ``np.sum`` gives the same bits.
+
+    Args:
+        ranks: int64 (T,) distinct positions (1 = best) of the TPs in the class ranking.
+        num_gt: number of ground-truth boxes (> 0; T <= num_gt).
+    """
+    if num_gt <= 0:
+        raise ValueError("num_gt must be positive; a class without ground truth has no AP")
+    ranks = np.sort(np.asarray(ranks, dtype=np.int64))
+    j = np.arange(1, len(ranks) + 1, dtype=np.int64)
+    precision = j.astype(np.float64) / ranks.astype(np.float64)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    recall = j.astype(np.float64) / num_gt
+    previous = np.concatenate([[0.0], recall[:-1]])
+    terms = (recall - previous) * envelope
+    if len(ranks) == 0 or recall[-1] != 1.0:
+        terms = np.concatenate([terms, [(1.0 - (recall[-1] if len(ranks) else 0.0)) * 0.0]])
+    return float(np.sum(terms))
+
+
+def tp_ranks(scores: np.ndarray, tp_positions: np.ndarray) -> np.ndarray:
+    """1-based ranks of some rows in the stable descending-score order, without sorting.
+
+    Rows in a coarse score bucket above a TP's bucket all rank before it and are only
+    counted (one bincount); exact comparisons are made only inside the buckets that
+    hold a TP, a small fraction of the rows.
+
+    Args:
+        scores: float64 (N,) finite scores of one class in file order.
+        tp_positions: int64 (T,) rows whose rank is wanted.
+
+    Returns:
+        int64 (T,): 1 + (rows with a higher score) + (earlier rows with the same score).
+    """
+    tp_positions = np.asarray(tp_positions, dtype=np.int64)
+    if len(tp_positions) == 0:
+        return np.empty(0, dtype=np.int64)
+    lo, hi = float(scores.min()), float(scores.max())
+    num_buckets = _RANK_BUCKETS
+    # Monotone in the score (rounding is monotone): a higher bucket means a higher score.
+    scale = (num_buckets - 1) / (hi - lo) if hi > lo else 0.0
+    if not math.isfinite(scale) or not math.isfinite(hi - lo):
+        scale = 0.0  # one bucket: still exact, just not faster
+    bucket = ((scores - lo) * scale).astype(np.int64)
+    tp_bucket = bucket[tp_positions]
+    has_tp = np.zeros(num_buckets, dtype=bool)
+    has_tp[tp_bucket] = True
+    outside = np.bincount(bucket, minlength=num_buckets)
+    outside[has_tp] = 0
+    above = np.cumsum(outside[::-1])[::-1]  # above[b] = rows outside TP buckets in buckets >= b
+    higher_outside = np.append(above, 0)[tp_bucket + 1]
+    inside = np.flatnonzero(has_tp[bucket])  # file order kept
+    return higher_outside + _ranks_exact(scores[inside], np.searchsorted(inside, tp_positions))
+
+
+def _ranks_exact(scores: np.ndarray, tp_positions: np.ndarray) -> np.ndarray:
+    """tp_ranks by direct counting: 1 + higher scores + earlier equal scores."""
+    levels = np.unique(scores[tp_positions])  # ascending
+    below = np.searchsorted(levels, scores, side="left")  # levels strictly below each score
+    histogram = np.bincount(below, minlength=len(levels) + 1)
+    higher = len(scores) - np.cumsum(histogram)[:len(levels)]  # rows scoring above levels[m]
+    equal = np.flatnonzero((below < len(levels)) & (levels[np.minimum(below, len(levels) - 1)] == scores))
+    # Among rows with a tied score, file order decides: count the earlier ones.
+    n = len(scores) + 1
+    tie_keys = np.sort(below[equal].astype(np.int64) * n + equal)  # by level, then row
+    level_of_tp = below[tp_positions].astype(np.int64)
+    earlier = (np.searchsorted(tie_keys, level_of_tp * n + tp_positions)
+               - np.searchsorted(tie_keys, level_of_tp * n))
+    return higher[level_of_tp] + earlier + 1
 
 
 def paired_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -224,9 +453,9 @@ def paired_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
         boxes_a, boxes_b: float64 (P, 4) normalized ``x1, y1, x2, y2``.
 
     Returns:
-        float64 (P,).  No +1 convention.  The operations and their order are those
-        of ``np_box_ops.iou`` (intersection heights times widths; union = area_a +
-        area_b - intersection), so values equal to the threshold compare the same.
+        float64 (P,).  No +1 convention.  The operations and their order are those of
+        ``np_box_ops.iou`` (intersection heights times widths; union = area_a + area_b -
+        intersection), so values equal to the threshold compare the same.
     """
     ax1, ay1, ax2, ay2 = boxes_a.T
     bx1, by1, bx2, by2 = boxes_b.T
@@ -239,80 +468,38 @@ def paired_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
         return intersection / (area_a + area_b - intersection)
 
 
-def _per_class_ap(
-    class_ids: np.ndarray,
-    is_tp: np.ndarray,
-    order: np.ndarray,
-    det_class: np.ndarray,
-    num_gt: np.ndarray,
-    num_det: np.ndarray,
-) -> dict[str, Optional[float]]:
-    """{str(class id): AP, or None without ground truth}.
-
-    Args:
-        class_ids: int64 (C,) sorted evaluated ids; det_class indexes into it.
-        is_tp: bool (D,); order: int64 (D,) detections in rank order.
-        det_class: int64 (D,); num_gt, num_det: int64 (C,) counts per class.
-    """
-    # Detections grouped by class, each group in rank order.
-    by_class = order[np.argsort(det_class[order], kind="stable")]
-    bounds = np.concatenate([[0], np.cumsum(num_det)])
-    per_class_ap: dict[str, Optional[float]] = {}
-    for c, class_id in enumerate(class_ids.tolist()):
-        if num_gt[c] == 0:
-            per_class_ap[str(class_id)] = None
-            continue
-        tp_sorted = is_tp[by_class[bounds[c]:bounds[c + 1]]]
-        per_class_ap[str(class_id)] = voc_average_precision(tp_sorted, int(num_gt[c]))
-    return per_class_ap
-
-
 # ----------------------------------------------------------------------------------------
-# Matching
+# Matching: each detection's best ground-truth box, independently of the others
 # ----------------------------------------------------------------------------------------
 
 
-def _match(
-    *,
-    gt_group: np.ndarray,
-    gt_boxes: np.ndarray,
-    det_group: np.ndarray,
-    det_boxes: np.ndarray,
-    det_rank: np.ndarray,
-    iou_threshold: float,
-) -> np.ndarray:
-    """TP flags (D,) of detections matched greedily within their (class, keyframe) group.
+def _best_ground_truth(first: np.ndarray, count: np.ndarray, det_boxes: np.ndarray,
+                       gt_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Target box (index into ``gt_boxes``, -1 none) and its IoU (-inf none) per detection.
 
     Args:
-        gt_group, det_group: int64 (G,), (D,) group codes (class * frames + frame).
-        gt_boxes, det_boxes: float64 (G, 4), (D, 4) normalized x1, y1, x2, y2.
-        det_rank: int64 (D,), visiting order (0 = highest score).
-        iou_threshold: minimum IoU of a match.
+        first, count: int64 (D,) the detection's group of ground-truth boxes is
+            ``gt_boxes[first:first + count]``.
+        det_boxes: float64 (D, 4); gt_boxes: float64 (G, 4); normalized x1, y1, x2, y2.
     """
-    num_det = len(det_group)
-    # Ground truth sorted by group, table order kept inside a group: np.argmax over a
-    # group's boxes then picks the first box of the table on IoU ties.
-    gt_order = np.argsort(gt_group, kind="stable")
-    gt_sorted_group = gt_group[gt_order]
-    gt_sorted_boxes = gt_boxes[gt_order]
-    first = np.searchsorted(gt_sorted_group, det_group, side="left")
-    count = np.searchsorted(gt_sorted_group, det_group, side="right") - first
-
-    target = np.full(num_det, -1, dtype=np.int64)  # index into the sorted ground truth
-    best_iou = np.full(num_det, -np.inf)
-    for lo, hi in _chunks(count, _PAIRS_PER_CHUNK):
-        _best_gt_in_chunk(
-            lo, hi, first, count, det_boxes, gt_sorted_boxes, target, best_iou
-        )
-
-    # A detection claims its target box iff it reaches the threshold; the box goes to
-    # the best-ranked claimant, every later claimant is a FP (no fall-back).
-    claims = np.flatnonzero(best_iou >= iou_threshold)
-    by_target = claims[np.lexsort((det_rank[claims], target[claims]))]
-    winners = by_target[_run_starts(target[by_target])]
-    is_tp = np.zeros(num_det, dtype=bool)
-    is_tp[winners] = True
-    return is_tp
+    target = np.full(len(first), -1, dtype=np.int64)
+    best_iou = np.full(len(first), -np.inf)
+    with_gt = np.flatnonzero(count > 0)
+    counts = count[with_gt].astype(np.int64)
+    for lo, hi in _chunks(counts, _PAIRS_PER_CHUNK):
+        idx = with_gt[lo:hi]
+        n_pairs = counts[lo:hi]
+        seg_start = np.cumsum(n_pairs) - n_pairs
+        pair_det = np.repeat(idx, n_pairs)
+        pair_gt = np.repeat(first[idx] - seg_start, n_pairs) + np.arange(len(pair_det))
+        iou = paired_iou(det_boxes[pair_det], gt_boxes[pair_gt])
+        seg_max = np.maximum.reduceat(iou, seg_start)
+        # First pair of each segment reaching the segment maximum = np.argmax semantics.
+        at_max = np.flatnonzero(iou == np.repeat(seg_max, n_pairs))
+        firsts = at_max[_run_starts(pair_det[at_max])]
+        target[idx] = pair_gt[firsts]
+        best_iou[idx] = iou[firsts]
+    return target, best_iou
 
 
 def _run_starts(sorted_keys: np.ndarray) -> np.ndarray:
@@ -323,7 +510,7 @@ def _run_starts(sorted_keys: np.ndarray) -> np.ndarray:
 
 
 def _chunks(count: np.ndarray, pairs_per_chunk: int) -> Iterable[tuple[int, int]]:
-    """Consecutive detection ranges [lo, hi) with about ``pairs_per_chunk`` pairs each."""
+    """Consecutive ranges [lo, hi) of ``count`` holding about ``pairs_per_chunk`` pairs."""
     ends = np.cumsum(count)
     lo = 0
     while lo < len(count):
@@ -334,90 +521,122 @@ def _chunks(count: np.ndarray, pairs_per_chunk: int) -> Iterable[tuple[int, int]
         lo = hi
 
 
-def _best_gt_in_chunk(
-    lo: int,
-    hi: int,
-    first: np.ndarray,
-    count: np.ndarray,
-    det_boxes: np.ndarray,
-    gt_sorted_boxes: np.ndarray,
-    target: np.ndarray,
-    best_iou: np.ndarray,
-) -> None:
-    """Fill ``target`` and ``best_iou`` for detections lo..hi-1 that have ground truth."""
-    idx = lo + np.flatnonzero(count[lo:hi] > 0)
-    if len(idx) == 0:
-        return
-    n_pairs = count[idx]
-    pair_det = np.repeat(idx, n_pairs)
-    seg_start = np.concatenate([[0], np.cumsum(n_pairs)[:-1]])
-    within = np.arange(len(pair_det)) - np.repeat(seg_start, n_pairs)
-    pair_gt = np.repeat(first[idx], n_pairs) + within
-    iou = paired_iou(det_boxes[pair_det], gt_sorted_boxes[pair_gt])
-    seg_max = np.maximum.reduceat(iou, seg_start)
-    # First pair of each segment reaching the segment maximum = np.argmax semantics.
-    at_max = np.flatnonzero(iou == np.repeat(seg_max, n_pairs))
-    seg_of = np.repeat(np.arange(len(idx)), n_pairs)[at_max]
-    firsts = at_max[_run_starts(seg_of)]
-    target[idx] = pair_gt[firsts]
-    best_iou[idx] = iou[firsts]
-
-
 # ----------------------------------------------------------------------------------------
-# Grouping and filters
+# Keyframes and groups: dense lookup tables where they fit, sorted keys otherwise
 # ----------------------------------------------------------------------------------------
 
 
-def _frame_codes(
-    gt: AvaTable, det: AvaTable, excluded: Iterable[tuple[str, int]]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Integer keyframe codes shared by both tables.
+def _frame_keys(video: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """int64 key per (video code, timestamp); timestamps >= 2**32 get key -1 (never GT)."""
+    timestamp = np.asarray(timestamp, dtype=np.int64)
+    keys = (np.asarray(video, dtype=np.int64) << 32) | (timestamp & 0xFFFFFFFF)
+    return np.where((timestamp >= 0) & (timestamp < (1 << 32)), keys, -1)
 
-    Returns:
-        gt codes (G,), det codes (D,), codes of the excluded keyframes that occur,
-        and the number of possible codes (codes are in [0, that)).
-    """
-    # A dict is far faster than sorting a million Python strings with np.unique.
-    video_code = {v: i for i, v in enumerate(dict.fromkeys(
-        list(gt.video.tolist()) + list(det.video.tolist())))}
-    max_ts = 0
-    for table in (gt, det):
-        if len(table):
-            if table.timestamp.min() < 0:
-                raise ValueError("timestamps must be non-negative")
-            max_ts = max(max_ts, int(table.timestamp.max()))
-    span = max_ts + 1
-    if max(len(video_code), 1) * span >= 2**62:
-        raise ValueError("timestamps too large to index keyframes in int64")
 
-    def codes(table: AvaTable) -> np.ndarray:
-        v = np.fromiter(map(video_code.__getitem__, table.video.tolist()), np.int64, len(table))
-        return v * span + table.timestamp
+class _KeyframeIndex:
+    """Keyframes with ground truth (ids 0..F-1) and excluded keyframes, looked up by key."""
 
-    excluded_codes = np.array(
-        [video_code[v] * span + int(t) for v, t in excluded
-         if v in video_code and 0 <= int(t) < span],
-        dtype=np.int64,
-    )
-    return codes(gt), codes(det), excluded_codes, max(len(video_code), 1) * span
+    def __init__(self, gt_keys: np.ndarray, excluded_keys: np.ndarray) -> None:
+        self.keys = np.unique(gt_keys)
+        self.num_frames = len(self.keys)
+        self._excluded = excluded_keys[excluded_keys >= 0]
+        both = np.concatenate([self.keys, self._excluded])
+        self._dense = None
+        if len(both):
+            ts = both & 0xFFFFFFFF
+            self._ts_lo, ts_hi, num_videos = int(ts.min()), int(ts.max()), int((both >> 32).max()) + 1
+            self._span = ts_hi - self._ts_lo + 1
+            if num_videos * self._span <= _MAX_DENSE:
+                self._num_videos = num_videos
+                frame = np.full(num_videos * self._span, -1, dtype=np.int32)
+                frame[self._slot(self.keys)] = np.arange(self.num_frames, dtype=np.int32)
+                excluded = np.zeros(num_videos * self._span, dtype=bool)
+                excluded[self._slot(self._excluded)] = True
+                self._dense = (frame, excluded)
+
+    def _slot(self, keys: np.ndarray) -> np.ndarray:
+        return (keys >> 32) * self._span + ((keys & 0xFFFFFFFF) - self._ts_lo)
+
+    def lookup(self, video: np.ndarray, timestamp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(frame id int32 (N,), -1 without GT; excluded bool (N,))."""
+        if self._dense is not None:
+            frame_table, excluded_table = self._dense
+            ts = timestamp - self._ts_lo
+            inside = (video < self._num_videos) & (ts >= 0) & (ts < self._span)
+            slot = np.where(inside, video.astype(np.int64) * self._span + ts, 0)
+            return (np.where(inside, frame_table[slot], -1).astype(np.int32),
+                    inside & excluded_table[slot])
+        keys = _frame_keys(video, timestamp)
+        return _sorted_lookup(self.keys, keys).astype(np.int32), _sorted_lookup(self._excluded, keys) >= 0
+
+
+def _sorted_lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Index of each key in ``sorted_keys`` (unique), -1 where absent or key < 0."""
+    if len(sorted_keys) == 0:
+        return np.full(len(keys), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return np.where((sorted_keys[pos] == keys) & (keys >= 0), pos, -1)
+
+
+class _GroupIndex:
+    """Ground-truth rows sorted by (keyframe, class) group: first row and count per group."""
+
+    def __init__(self, sorted_groups: np.ndarray, num_groups: int) -> None:
+        self._dense = num_groups < _MAX_DENSE
+        if self._dense:
+            # One extra slot with count 0 stands for "no group" (-1).
+            count = np.bincount(sorted_groups, minlength=num_groups + 1)
+            self._count, self._first = count.astype(np.int32), np.cumsum(count) - count
+        else:
+            self._groups, first = np.unique(sorted_groups, return_index=True)
+            count = np.diff(np.append(first, len(sorted_groups)))
+            self._first, self._count = np.append(first, 0), np.append(count, 0)
+
+    def lookup(self, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first int64 (N,), count int64 (N,)); group -1 (or unknown) has count 0.
+        ``first`` is only meaningful where ``count > 0``."""
+        if self._dense:
+            slot = np.where(groups >= 0, groups, len(self._count) - 1)
+        else:
+            slot = _sorted_lookup(self._groups, groups)
+            slot[slot < 0] = len(self._count) - 1
+        count = self._count[slot]
+        first = np.zeros(len(slot), dtype=np.int64)
+        with_gt = np.flatnonzero(count)
+        first[with_gt] = self._first[slot[with_gt]]
+        return first, count
+
+
+# ----------------------------------------------------------------------------------------
+# Filters and checks
+# ----------------------------------------------------------------------------------------
 
 
 def _top_k_per_frame(frame: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
     """(D,) bool: among the rows of each keyframe, the k highest scores (ties: table order)."""
     if k < 0:
         raise ValueError(f"max_dets_per_keyframe must be >= 0, got {k}")
-    order = np.lexsort((np.arange(len(frame)), -scores.astype(np.float64), frame))
+    order = np.lexsort((-scores, frame))  # lexsort is stable: ties keep table order
     sorted_frame = frame[order]
-    group_start = np.searchsorted(sorted_frame, sorted_frame, side="left")
-    position = np.arange(len(order)) - group_start
+    position = np.arange(len(order)) - np.searchsorted(sorted_frame, sorted_frame, side="left")
     keep = np.zeros(len(frame), dtype=bool)
     keep[order[position < k]] = True
     return keep
 
 
-def _valid_boxes(boxes: np.ndarray) -> np.ndarray:
-    """(N,) bool: positive width and height (the official evaluator drops the others)."""
-    return (boxes[:, 0] < boxes[:, 2]) & (boxes[:, 1] < boxes[:, 3])
+def _top_k_keep_file(path: PathLike, *, vocab: VideoVocab, acc: FrameMapAccumulator, k: int) -> np.ndarray:
+    """First pass over a detection file: bool (rows,) of the rows within the top-k cap."""
+    keys, scores, rows, total = [], [], [], 0
+    for batch in iter_box_csv(path, vocab=vocab):
+        evaluated = np.flatnonzero(acc.class_index(batch.action) >= 0)
+        keys.append(_frame_keys(batch.video[evaluated], batch.timestamp[evaluated]))
+        scores.append(batch.extra[evaluated])
+        rows.append(evaluated + batch.first_row)
+        total = batch.first_row + len(batch)
+    keep = np.zeros(total, dtype=bool)
+    if rows:
+        keep[np.concatenate(rows)[_top_k_per_frame(np.concatenate(keys), np.concatenate(scores), k)]] = True
+    return keep
 
 
 def _check_labelmap(labelmap: dict[int, str]) -> np.ndarray:
@@ -427,20 +646,17 @@ def _check_labelmap(labelmap: dict[int, str]) -> np.ndarray:
     class_ids = np.array(sorted(int(k) for k in labelmap), dtype=np.int64)
     if class_ids[0] < 1:
         raise ValueError(f"class ids must be >= 1 (as in the official evaluator), got {class_ids[0]}")
+    if class_ids[-1] > 1 << 24:
+        raise ValueError(f"class id {class_ids[-1]} is too large (at most 2**24)")
     return class_ids
-
-
-def _check_scores(det: AvaTable) -> None:
-    if len(det) and not np.isfinite(det.extra).all():
-        raise ValueError("detection scores (AvaTable.extra) must be finite")
 
 
 def _mean_ap(class_ids: np.ndarray, per_class_ap: dict[str, Optional[float]]) -> float:
     """``np.nanmean`` over the per-id AP array (NaN for ids without ground truth).
 
-    The official evaluator averages an array indexed by class id - 1 holding NaN for
-    ids without ground truth; building the same array keeps its summation order and
-    so its last bit.
+    The official evaluator averages an array indexed by class id - 1 holding NaN for ids
+    without ground truth; building the same array keeps its summation order and so its
+    last bit.
     """
     values = [(k, v) for k, v in zip(class_ids.tolist(), per_class_ap.values()) if v is not None]
     if not values:
@@ -451,3 +667,9 @@ def _mean_ap(class_ids: np.ndarray, per_class_ap: dict[str, Optional[float]]) ->
     for class_id, ap in values:
         dense[class_id - 1] = ap
     return float(np.nanmean(dense))
+
+
+__all__ = [
+    "FrameMapAccumulator", "ava_frame_map", "ava_frame_map_files", "paired_iou",
+    "tp_ranks", "voc_ap_from_tp_ranks", "voc_average_precision",
+]
