@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stal.errors import DataError, StalError  # noqa: E402
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+from stal.data.video_io import VIDEO_EXTENSIONS  # noqa: E402
 MARKER = "COMPLETE"
 
 

@@ -176,3 +176,32 @@ def test_action_ids_beyond_num_classes_are_an_error(ava_root):
     table = read_ava_csv(ava_root / "annotations" / "gt.csv")
     with pytest.raises(DataError, match=r"1 rows have action ids outside 1..2 \(first: movA,0902 action 3\)"):
         _dataset(ava_root, table, num_classes=2)
+
+
+def test_clips_straight_from_the_videos_match_the_extracted_frames(ava_root):
+    table = read_ava_csv(ava_root / "annotations" / "gt.csv")
+    frames = _dataset(ava_root, table, num_frames=4, sampling_rate=3)
+    videos = _dataset(ava_root, table, num_frames=4, sampling_rate=3, video_dir=str(ava_root / "videos"))
+    for second in (902, 903):
+        np.testing.assert_allclose(videos.load_clip("movA", second), frames.load_clip("movA", second), atol=3 / 255)
+    # Indices before the first frame are clamped to it in both (8 - 2 * 6 < 0).
+    early = dict(num_frames=3, sampling_rate=6)
+    np.testing.assert_allclose(_dataset(ava_root, table, video_dir=str(ava_root / "videos"), **early).load_clip("movA", 902),
+                               _dataset(ava_root, table, **early).load_clip("movA", 902), atol=3 / 255)
+    with pytest.raises(DataError, match="no video file for 'movC'"):
+        videos.load_clip("movC", 902)
+
+
+def test_ava_config_reads_clips_from_the_videos(repo_root, ava_root, tmp_path):
+    """AVA.VIDEO_DIR: no frame folder at all, clips decoded from the AVA movies."""
+    ann = ava_root / "annotations"
+    opts = ["AVA.VIDEO_DIR", str(ava_root / "videos"), "AVA.FRAME_DIR", str(tmp_path / "no_frames"),
+            "AVA.ANNOTATION_DIR", str(ann), "AVA.FPS", "4", "AVA.TRAIN_GT_BOX_LISTS", "['gt.csv']",
+            "AVA.GROUNDTRUTH_FILE", "gt.csv", "AVA.TEST_PREDICT_BOX_LISTS", "['gt.csv']",
+            "AVA.LABEL_MAP_FILE", "labelmap.pbtxt", "AVA.DETECTION_SCORE_THRESH", "0.0",
+            "OUTPUT_DIR", str(tmp_path / "run"), "MODEL.ARCH", "small3d_tiny", "MODEL.ROI_SIZE", "2",
+            "DATA.CROP_SIZE", "32", "DATA.NUM_FRAMES", "2", "TRAIN.BATCH_SIZE", "2", "TRAIN.MAX_ITERS", "1",
+            "SOLVER.MAX_EPOCH", "1", "TEST.BATCH_SIZE", "2", "GUIDANCE.ENABLE", "False"]
+    assert train_net.main(["--cfg", os.path.join(repo_root, "configs", "ava_baseline.yaml")] + opts) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["per_class_AP"]) == {"1", "2", "3"}

@@ -260,6 +260,9 @@ _C.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
 _C.AVA.DETECTION_SCORE_THRESH = 0.9
 # Frames per second of the extracted frames (keyframe index = (second - 900) * FPS).
 _C.AVA.FPS = 30
+# Read clips straight from VIDEO_DIR/<video_id>.mp4 (PyAV, same frames as extraction, ~7x
+# slower per clip) instead of FRAME_DIR; "" reads the extracted frames.
+_C.AVA.VIDEO_DIR = ""
 
 # ---------------------------------------------------------------------- ucf24 / jhmdb
 # UCF101-24 and JHMDB-21 in the ACT layout: ROOT/rgb-images/<video>/%05d.jpg and

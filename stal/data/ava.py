@@ -52,15 +52,22 @@ class AvaKeyframeDataset(Dataset):
     ``excluded`` keyframes ((video, second) pairs, AVA's excluded-timestamps CSV) get no item.
     ``frame_counts`` ({video: frames}) saves listing the folders; by default a video's
     frame count is the number of ``.jpg`` files in its folder.
+
+    ``video_dir`` reads clips straight from ``<video_dir>/<video>.mp4`` (or .mkv, ...) with
+    PyAV instead of extracted frames, picking the same frames as data_prep/extract_frames.py
+    (about 7x slower per clip than JPEG files; see docs/datasets.md).
     """
 
     def __init__(self, *, frame_dir: str, table: AvaTable, fps: int, num_frames: int,
                  sampling_rate: int, crop_size: int, mean: Sequence[float], std: Sequence[float],
                  num_classes: int | None = None, video_start: int = 900, label_mode: str = "multi",
                  excluded: set[tuple[str, int]] | None = None, frame_template: str = AVA_FRAME_TEMPLATE,
-                 frame_counts: dict[str, int] | None = None):
-        if not os.path.isdir(frame_dir):
+                 frame_counts: dict[str, int] | None = None, video_dir: str | None = None):
+        if video_dir and not os.path.isdir(video_dir):
+            raise DataError(f"video directory not found: {video_dir}")
+        if not video_dir and not os.path.isdir(frame_dir):
             raise DataError(f"frame directory not found: {frame_dir}")
+        self.video_dir, self._videos = video_dir, {}
         if label_mode not in ("multi", "single"):
             raise ValueError(f"label_mode must be 'multi' or 'single', got {label_mode!r}")
         self.frame_dir, self.table, self.fps = frame_dir, table, fps
@@ -93,24 +100,57 @@ class AvaKeyframeDataset(Dataset):
 
     def load_clip(self, video: str, second: int) -> np.ndarray:
         """float32 (T, S, S, 3) in [0, 1] centred on the keyframe of ``second``."""
-        count = self._frame_count(video)
-        key = self.keyframe_index(second)
-        if not 0 <= key < count:
-            raise DataError(f"keyframe {video},{second} is frame index {key}, but {video} has {count} frames "
-                            f"(fps {self.fps}, first second {self.video_start})")
         offsets = (np.arange(self.num_frames) - self.num_frames // 2) * self.rate
-        frames = []
-        for i in np.clip(key + offsets, 0, count - 1):
-            path = self.frame_path(video, int(i))
-            try:
-                with Image.open(path) as img:
-                    img = img.convert("RGB")
-                    if img.size != (self.size, self.size):
-                        img = img.resize((self.size, self.size), Image.BILINEAR)
-                    frames.append(np.asarray(img, np.float32) / 255.0)
-            except OSError as exc:
-                raise DataError(f"cannot read frame {path}: {exc}") from None
-        return np.stack(frames)
+        key = self.keyframe_index(second)
+        if self.video_dir:
+            frames = self._frames_from_video(video, np.maximum(key + offsets, 0))
+        else:
+            count = self._frame_count(video)
+            if not 0 <= key < count:
+                raise DataError(f"keyframe {video},{second} is frame index {key}, but {video} has {count} frames "
+                                f"(fps {self.fps}, first second {self.video_start})")
+            frames = [self._read_frame(self.frame_path(video, int(i))) for i in np.clip(key + offsets, 0, count - 1)]
+        return np.stack([self._resize(f) for f in frames])
+
+    def _read_frame(self, path: str) -> np.ndarray:
+        try:
+            with Image.open(path) as img:
+                return np.asarray(img.convert("RGB"))
+        except OSError as exc:
+            raise DataError(f"cannot read frame {path}: {exc}") from None
+
+    def _resize(self, frame: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) -> float32 (S, S, 3) in [0, 1]."""
+        if frame.shape[:2] != (self.size, self.size):
+            frame = np.asarray(Image.fromarray(frame).resize((self.size, self.size), Image.BILINEAR))
+        return frame.astype(np.float32) / 255.0
+
+    def _frames_from_video(self, video: str, indices: np.ndarray) -> list[np.ndarray]:
+        """Frames ``indices`` decoded from the video with extract_frames' selection rule.
+
+        Frame index i is the decoded frame nearest to ``video_start + i / fps`` (as in the
+        extracted files); indices past the end of the video repeat its last frame.
+        """
+        from stal.data.video_io import frames_at_fps
+
+        path = self._video_path(video)
+        first, last = int(indices.min()), int(indices.max())
+        frames = list(frames_at_fps(path, fps=self.fps, start=self.video_start + first / self.fps,
+                                    duration=(last - first + 1) / self.fps))
+        if not frames:
+            raise DataError(f"{path}: no frames at {self.video_start + first / self.fps:.2f} s and later")
+        return [frames[min(int(i) - first, len(frames) - 1)] for i in indices]
+
+    def _video_path(self, video: str) -> str:
+        if video not in self._videos:
+            from stal.data.video_io import VIDEO_EXTENSIONS
+
+            found = [os.path.join(self.video_dir, video + e) for e in VIDEO_EXTENSIONS
+                     if os.path.isfile(os.path.join(self.video_dir, video + e))]
+            if not found:
+                raise DataError(f"no video file for {video!r} in {self.video_dir} (expected {video}.mp4, .mkv, ...)")
+            self._videos[video] = found[0]
+        return self._videos[video]
 
     def _merge_boxes(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unique boxes of a keyframe with their max score and multi-hot labels."""

@@ -21,6 +21,8 @@ import numpy as np
 
 from stal.errors import DataError
 
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+
 
 def decode_with_times(path: str, *, seek: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (presentation time in seconds, uint8 (H, W, 3) RGB frame) for each decoded frame.

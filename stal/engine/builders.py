@@ -163,7 +163,7 @@ def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score
     if not with_labels:
         keep = table.extra >= score_thresh
         table = AvaTable(**{f: getattr(table, f)[keep] for f in ("video", "timestamp", "boxes", "action", "extra")})
-    if not os.path.isdir(cfg.AVA.FRAME_DIR):
+    if not cfg.AVA.VIDEO_DIR and not os.path.isdir(cfg.AVA.FRAME_DIR):
         raise DataError(f"AVA frame directory not found: {cfg.AVA.FRAME_DIR}. Extract frames with "
                         f"python data_prep/extract_frames.py --videos VIDEO_DIR --out {cfg.AVA.FRAME_DIR}")
     excl = os.path.join(cfg.AVA.ANNOTATION_DIR, cfg.AVA.EXCLUSION_FILE)
@@ -171,7 +171,8 @@ def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score
         frame_dir=cfg.AVA.FRAME_DIR, table=table, fps=cfg.AVA.FPS, num_frames=cfg.DATA.NUM_FRAMES,
         sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE, mean=cfg.DATA.MEAN,
         std=cfg.DATA.STD, num_classes=cfg.MODEL.NUM_CLASSES if with_labels else None,
-        excluded=read_excluded(excl) if os.path.isfile(excl) and not with_labels else None)
+        excluded=read_excluded(excl) if os.path.isfile(excl) and not with_labels else None,
+        video_dir=cfg.AVA.VIDEO_DIR or None)
 
 
 def build_train_loader(cfg: CfgNode) -> DataLoader:
