@@ -59,3 +59,11 @@ def test_resume_verifies_counts_and_bad_videos_are_skipped(tmp_path, capsys):
     extract_frames.main(args)
     assert "1 extracted, 1 already complete" in capsys.readouterr().out
     assert len(os.listdir(out / "good")) == 21
+
+
+def test_video_shorter_than_the_ava_segment(tmp_path, capsys):
+    write_video(tmp_path / "clip.mp4", frames=20, fps=10)
+    assert extract_frames.main(["--videos", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert "clip.mp4: the video is 2.0 s long; frames [900, 1801) s need at least 1800 s" in err
+    assert "15-minute segment" in err and "--start 0 --duration 0" in err
