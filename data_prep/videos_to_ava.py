@@ -137,13 +137,13 @@ def find_videos(folder: str, names: set[str]) -> dict[str, str]:
     """{video name: path} for the names in the box file; a name without a file is an error."""
     from extract_frames import VIDEO_EXTENSIONS
 
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: video folder not found")
     found = {}
-    for n in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+    for n in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(n)
         if ext.lower() in VIDEO_EXTENSIONS and stem in names:
             found[stem] = os.path.join(folder, n)
-    if not os.path.isdir(folder):
-        raise DataError(f"{folder}: video folder not found")
     missing = sorted(names - set(found))
     if missing:
         raise DataError(f"{folder}: no video file for {missing} (expected <name>{VIDEO_EXTENSIONS[0]} etc.)")

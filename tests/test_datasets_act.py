@@ -3,7 +3,6 @@
 import pickle
 
 import numpy as np
-import pytest
 
 import jhmdb_from_act
 import ucf24_from_act
