@@ -15,33 +15,58 @@ def _opts(tmp_path, name):
     return ["OUTPUT_DIR", str(tmp_path / name), "DEMO.ROOT", str(tmp_path / "data")]
 
 
-def _weights(out):
-    ckpts = sorted(os.listdir(os.path.join(out, "checkpoints")))
-    state = torch.load(os.path.join(out, "checkpoints", ckpts[-1]), weights_only=False)
-    return state["model_state"], ckpts
-
-
-def test_instant_end_to_end_and_exact_resume(repo_root, tmp_path):
+def test_instant_end_to_end_then_test_net(repo_root, tmp_path):
     cfg = os.path.join(repo_root, "configs", "instant.yaml")
-    assert train_net.main(["--cfg", cfg] + _opts(tmp_path, "full")) == 0
+    assert train_net.main(["--cfg", cfg, "TRAIN.EVAL_PERIOD", "1"] + _opts(tmp_path, "full")) == 0
     out = tmp_path / "full"
     metrics = json.loads((out / "metrics.json").read_text())
+    # Periodic evaluation after each epoch; the best frame-mAP's weights kept apart.
+    assert [e["epoch"] for e in metrics["evals"]] == [1, 2]
+    best = max(metrics["evals"], key=lambda e: e["frame_mAP"])
+    assert metrics["best"]["value"] == best["frame_mAP"] and metrics["best"]["epoch"] == best["epoch"]
+    assert metrics["evals"][-1]["frame_mAP"] == pytest.approx(metrics["frame_mAP"], abs=1e-9)
     assert 0.0 <= metrics["frame_mAP"] <= 1.0 and 0.0 <= metrics["off_target_energy"] <= 1.0
     assert set(metrics["per_class_AP"]) == {"1", "2", "3", "4"}
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2] and metrics["nonfinite_steps"] == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert {"iter", "epoch", "loss_task", "loss_guidance", "lr", "off_target_energy"} <= set(log[0])
+    assert {"iter", "epoch", "loss", "loss_task", "loss_guidance", "lr", "data_time", "step_time",
+            "off_target_energy", "grad_norm"} <= set(log[0])
+    assert [r["iter"] for r in log if "split" not in r] == [0, 1, 2, 3]
+    assert [(r["iter"], r["epoch"]) for r in log if r.get("split") == "eval"] == [(1, 1), (3, 2)]
     assert (out / "config.yaml").exists() and (out / "detections.csv").exists()
-    full, ckpts = _weights(out)
-    assert ckpts == ["checkpoint_epoch_00001.pyth", "checkpoint_epoch_00002.pyth"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "tensorboard"))
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint_best.pyth", "checkpoint_epoch_00001.pyth",
+                                                       "checkpoint_epoch_00002.pyth"]
+    state = torch.load(out / "checkpoints" / "checkpoint_epoch_00002.pyth", weights_only=True)
+    assert state["epoch"] == 2 and state["iteration"] == 4 and set(state["rng"][0]) == {"python", "numpy", "torch", "cuda"}
 
-    # Interrupted after epoch 1, then resumed: identical weights to the uninterrupted run.
-    # TRAIN.MAX_ITERS 2 stops after the first epoch (2 iterations) as a crash would.
-    assert train_net.main(["--cfg", cfg, "TRAIN.MAX_ITERS", "2"] + _opts(tmp_path, "resumed")) == 0
-    assert len(os.listdir(tmp_path / "resumed" / "checkpoints")) == 1
-    assert train_net.main(["--cfg", cfg] + _opts(tmp_path, "resumed")) == 0
-    resumed, _ = _weights(tmp_path / "resumed")
-    for key in full:
-        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)
+    # tools/test_net.py: the trained checkpoint on the test split, detections in AVA CSV format
+    # that the evaluator re-scores to the same frame-mAP.
+    import test_net
+    from stal.config import load_cfg
+    from stal.engine.builders import demo_data
+    from stal.evaluation.frame_map import ava_frame_map_files
+
+    assert test_net.main(["--cfg", cfg] + _opts(tmp_path, "full")) == 0
+    tested = json.loads((out / "test" / "metrics.json").read_text())
+    assert tested["checkpoint"].endswith("checkpoint_epoch_00002.pyth")
+    assert tested["frame_mAP"] == pytest.approx(metrics["frame_mAP"], abs=1e-9)
+    paths = demo_data(load_cfg(cfg, _opts(tmp_path, "full")))
+    again = ava_frame_map_files(paths.gt_csv, str(out / "test" / "detections.csv"), paths.labelmap)
+    assert again["frame_mAP"] == pytest.approx(tested["frame_mAP"], abs=1e-6)
+    best_path = str(out / "checkpoints" / "checkpoint_best.pyth")
+    assert test_net.main(["--cfg", cfg, "TEST.CHECKPOINT_FILE_PATH", best_path] + _opts(tmp_path, "full")) == 0
+    tested = json.loads((out / "test" / "metrics.json").read_text())
+    assert tested["checkpoint"] == best_path and tested["frame_mAP"] == pytest.approx(best["frame_mAP"], abs=1e-9)
+
+
+def test_test_net_without_a_checkpoint_is_a_clear_error(repo_root, tmp_path, capsys):
+    import test_net
+
+    cfg = os.path.join(repo_root, "configs", "instant.yaml")
+    assert test_net.main(["--cfg", cfg] + _opts(tmp_path, "empty")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no checkpoint to test" in err[0] and "TEST.CHECKPOINT_FILE_PATH" in err[0]
 
 
 def _run_cli(repo_root, args):

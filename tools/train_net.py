@@ -2,8 +2,12 @@
 """Train (and evaluate) a detector: ``python tools/train_net.py --cfg FILE [KEY VALUE ...]``.
 
 KEY VALUE pairs override the YAML (e.g. ``RNG_SEED 1 GUIDANCE.LAMBDA 0.3``). Outputs go to
-OUTPUT_DIR: config.yaml, log.jsonl, checkpoints/, detections.csv, metrics.json. A run
-resumes from the newest checkpoint in OUTPUT_DIR/checkpoints.
+OUTPUT_DIR: config.yaml, log.jsonl, tensorboard/, checkpoints/, detections.csv, metrics.json.
+A run resumes from the newest checkpoint in OUTPUT_DIR/checkpoints (see docs/training.md).
+
+Several processes (GPUs, or CPU processes with NUM_GPUS 0):
+``torchrun --nproc_per_node N tools/train_net.py --cfg FILE [KEY VALUE ...]``;
+TRAIN.BATCH_SIZE is the global batch, divided among the processes.
 """
 
 from __future__ import annotations
@@ -26,16 +30,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def setup_logging() -> str:
+    """INFO on rank 0, warnings only on the other ranks; returns the prefix for error lines."""
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="[%(asctime)s] %(message)s" if rank == 0 else f"[%(asctime)s rank {rank}] %(message)s",
+                        datefmt="%H:%M:%S")
+    return "" if rank == 0 else f"rank {rank}: "
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    prefix = setup_logging()
     try:
         cfg = load_cfg(args.cfg_file, args.opts)
         from stal.engine.run import run
 
         metrics = run(cfg)
     except StalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{prefix}error: {exc}", file=sys.stderr)
         return 2
     if "frame_mAP" in metrics:
         energy = metrics.get("off_target_energy")

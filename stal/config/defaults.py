@@ -26,10 +26,29 @@ _C.TRAIN.ENABLE = True
 # Training data: "demo" (synthesized on the fly from the embedded demo banks), "ava" (AVA.*),
 # "ucf24" (UCF24.*) or "jhmdb" (JHMDB.*); see docs/datasets.md for preparing each.
 _C.TRAIN.DATASET = "demo"
-# Clips per optimizer step (per process).
+# Clips per optimizer step, summed over all processes and accumulation steps (as in
+# PySlowFast, divided among the processes): the same value trains the same way on any number
+# of GPUs. Must be divisible by processes x GRAD_ACCUM_STEPS.
 _C.TRAIN.BATCH_SIZE = 8
+# Split each optimizer step into this many forward/backward passes (gradients summed): a
+# large TRAIN.BATCH_SIZE with the memory of a small one.
+_C.TRAIN.GRAD_ACCUM_STEPS = 1
+# "fp32" (no autocast), "bf16" or "fp16" autocast; fp16 adds a gradient scaler, which also
+# scales the guidance's inner input gradient.
+_C.TRAIN.MIXED_PRECISION = "fp32"
 # Save a checkpoint every this many epochs (the last epoch is always saved).
 _C.TRAIN.CHECKPOINT_PERIOD = 1
+# Also save every this many iterations inside an epoch (0: off); resumes mid-epoch exactly.
+_C.TRAIN.CHECKPOINT_ITERS = 0
+# Evaluate on the test split every this many epochs during training (0: only at the end).
+_C.TRAIN.EVAL_PERIOD = 0
+# metrics.json entry (higher is better) that picks checkpoint_best.pyth at each evaluation.
+_C.TRAIN.BEST_METRIC = "frame_mAP"
+# Stop when this many optimizer steps in a row had a non-finite loss or gradient (each is
+# skipped, logged and counted).
+_C.TRAIN.MAX_NONFINITE_STEPS = 10
+# Resume even when OUTPUT_DIR's checkpoint was trained with a different config (logged).
+_C.TRAIN.ALLOW_CONFIG_CHANGE = False
 # Resume from the newest checkpoint in OUTPUT_DIR/checkpoints when there is one.
 _C.TRAIN.AUTO_RESUME = True
 # Keep only the newest this many epoch checkpoints (0 keeps all).
@@ -41,6 +60,8 @@ _C.TRAIN.MAX_ITERS = 0
 _C.TEST = CfgNode()
 # Evaluate frame-mAP on the test split after training.
 _C.TEST.ENABLE = True
+# Checkpoint evaluated by tools/test_net.py ("": the newest in OUTPUT_DIR/checkpoints).
+_C.TEST.CHECKPOINT_FILE_PATH = ""
 # Test data: "demo" (the embedded AVA-format test split), "ava", "ucf24" or "jhmdb".
 _C.TEST.DATASET = "demo"
 # Clips per forward pass at test time.
@@ -94,10 +115,21 @@ _C.SOLVER = CfgNode()
 _C.SOLVER.OPTIMIZING_METHOD = "adamw"
 # Peak learning rate.
 _C.SOLVER.BASE_LR = 0.002
-# "cosine" (after warm-up, decay to 0 at the last iteration) or "constant".
+# "cosine" (after warm-up, decay to COSINE_END_LR at the last iteration), "constant" or
+# "steps_with_relative_lrs" (BASE_LR * LRS[i] from epoch STEPS[i] on).
 _C.SOLVER.LR_POLICY = "cosine"
+# Epochs where each stage of steps_with_relative_lrs starts (the first is 0), e.g. [0, 10, 15].
+_C.SOLVER.STEPS = []
+# Learning rate of each stage relative to BASE_LR, e.g. [1.0, 0.1, 0.01].
+_C.SOLVER.LRS = []
+# Final learning rate of the cosine policy.
+_C.SOLVER.COSINE_END_LR = 0.0
 # Linear learning-rate warm-up length, in epochs (fractions allowed).
 _C.SOLVER.WARMUP_EPOCHS = 0.5
+# Learning rate the warm-up starts from.
+_C.SOLVER.WARMUP_START_LR = 0.0
+# Clip the global gradient L2 norm to this value (0: off; the norm is logged either way).
+_C.SOLVER.CLIP_GRAD_L2NORM = 0.0
 # Number of training epochs.
 _C.SOLVER.MAX_EPOCH = 6
 # SGD momentum (ignored by adamw).

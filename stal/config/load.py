@@ -23,7 +23,8 @@ _CHOICES = {
     "MODEL.LOSS_FUNC": ("softmax", "bce"),
     "MODEL.MIL_POOLING": ("", "max", "lse", "mean"),
     "SOLVER.OPTIMIZING_METHOD": ("adamw", "sgd"),
-    "SOLVER.LR_POLICY": ("cosine", "constant"),
+    "SOLVER.LR_POLICY": ("cosine", "constant", "steps_with_relative_lrs"),
+    "TRAIN.MIXED_PRECISION": ("fp32", "bf16", "fp16"),
     "GUIDANCE.MODE": ("exact", "fd", "counterfactual"),
     "GUIDANCE.SCORE": ("task_loss", "logprob", "logit"),
     "GUIDANCE.NORM": ("none", "count", "ratio"),
@@ -41,11 +42,14 @@ _NON_NEGATIVE = ("GUIDANCE.LAMBDA", "GUIDANCE.WARMUP_EPOCHS", "GUIDANCE.TOLERANC
                  "GUIDANCE.TOLERANCE_FRAMES", "GUIDANCE.LOWPASS", "GUIDANCE.TEMPORAL_DECAY",
                  "GUIDANCE.MAX_RATIO", "SOLVER.WARMUP_EPOCHS",
                  "SOLVER.WEIGHT_DECAY", "NUM_GPUS", "DATA_LOADER.NUM_WORKERS",
-                 "TRAIN.MAX_ITERS", "TRAIN.CHECKPOINT_KEEP", "MODEL.DROPOUT_RATE")
+                 "TRAIN.MAX_ITERS", "TRAIN.CHECKPOINT_KEEP", "MODEL.DROPOUT_RATE",
+                 "TRAIN.CHECKPOINT_ITERS", "TRAIN.EVAL_PERIOD", "SOLVER.WARMUP_START_LR",
+                 "SOLVER.COSINE_END_LR", "SOLVER.CLIP_GRAD_L2NORM")
 _POSITIVE = ("TRAIN.BATCH_SIZE", "TEST.BATCH_SIZE", "SOLVER.BASE_LR", "SOLVER.MAX_EPOCH",
              "DATA.NUM_FRAMES", "DATA.CROP_SIZE", "DATA.SAMPLING_RATE",
              "MODEL.NUM_CLASSES", "SYNTHESIS.CLIPS_PER_EPOCH", "LOG_PERIOD",
-             "TRAIN.CHECKPOINT_PERIOD", "GUIDANCE.FD_STEP")
+             "TRAIN.CHECKPOINT_PERIOD", "GUIDANCE.FD_STEP",
+             "TRAIN.GRAD_ACCUM_STEPS", "TRAIN.MAX_NONFINITE_STEPS")
 
 
 def _read_yaml(path: str, _seen: tuple[str, ...] = ()) -> dict:
@@ -183,8 +187,18 @@ def validate_cfg(cfg: CfgNode) -> None:
         raise ConfigError(f"DEMO.POSE_RANDOMNESS must be in [0, 1], got {cfg.DEMO.POSE_RANDOMNESS}")
     if cfg.GUIDANCE.PENALTY == "colour_shift" and cfg.GUIDANCE.P != "l2":
         raise ConfigError("GUIDANCE.PENALTY colour_shift is a squared derivative: it needs GUIDANCE.P l2")
+    _validate_steps(cfg)
     if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3:
         raise ConfigError("DATA.MEAN and DATA.STD must have 3 values (RGB)")
+
+
+def _validate_steps(cfg: CfgNode) -> None:
+    steps, lrs = list(cfg.SOLVER.STEPS), list(cfg.SOLVER.LRS)
+    if cfg.SOLVER.LR_POLICY != "steps_with_relative_lrs":
+        return
+    if not steps or len(steps) != len(lrs) or steps[0] != 0 or sorted(set(steps)) != steps:
+        raise ConfigError("SOLVER.LR_POLICY steps_with_relative_lrs needs SOLVER.STEPS (increasing epochs, "
+                          f"starting at 0) and SOLVER.LRS of the same length, got {steps} and {lrs}")
 
 
 def load_cfg(path: str | None = None, opts: Sequence[str] = ()) -> CfgNode:

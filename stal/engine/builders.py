@@ -175,9 +175,14 @@ def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score
         video_dir=cfg.AVA.VIDEO_DIR or None)
 
 
-def build_train_loader(cfg: CfgNode) -> DataLoader:
-    """Training batches in the layout of :mod:`stal.data.synthetic`, shuffled per epoch."""
+def build_train_loader(cfg: CfgNode, *, ctx=None) -> DataLoader:
+    """This process's training micro-batches (layout of :mod:`stal.data.synthetic`).
+
+    The loader's ``batch_sampler`` is a :class:`stal.engine.distributed.GlobalBatchSampler`
+    (call its ``set_epoch``); ``ctx`` is the process's DistContext (default: one process).
+    """
     from stal.data.synthetic import collate_train
+    from stal.engine.distributed import DistContext, GlobalBatchSampler
 
     if cfg.TRAIN.DATASET == "demo":
         counterfactual = bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "counterfactual")
@@ -191,9 +196,37 @@ def build_train_loader(cfg: CfgNode) -> DataLoader:
                                    seed=cfg.RNG_SEED, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
     else:
         dataset = _ava_dataset(cfg, list(cfg.AVA.TRAIN_GT_BOX_LISTS), with_labels=True, score_thresh=0.0)
-    return DataLoader(dataset, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=True, drop_last=True,
-                      num_workers=cfg.DATA_LOADER.NUM_WORKERS, collate_fn=collate_train,
-                      generator=torch.Generator().manual_seed(cfg.RNG_SEED))
+    sampler = GlobalBatchSampler(length=len(dataset), global_batch=cfg.TRAIN.BATCH_SIZE,
+                                 accum_steps=cfg.TRAIN.GRAD_ACCUM_STEPS, seed=cfg.RNG_SEED,
+                                 ctx=ctx or DistContext())
+    # Own generator: worker seeds never draw from (and so never shift) the global torch RNG.
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.DATA_LOADER.NUM_WORKERS,
+                      collate_fn=collate_train, generator=torch.Generator().manual_seed(cfg.RNG_SEED),
+                      pin_memory=cfg.NUM_GPUS > 0)
+
+
+def build_lr_schedule(cfg: CfgNode, *, iters_per_epoch: int):
+    """iteration -> learning rate (SOLVER.*, see :func:`stal.engine.trainer.lr_at`)."""
+    from functools import partial
+
+    from stal.engine.trainer import lr_at
+
+    s = cfg.SOLVER
+    return partial(lr_at, iters_per_epoch=iters_per_epoch, max_epoch=s.MAX_EPOCH, policy=s.LR_POLICY,
+                   base_lr=s.BASE_LR, warmup_epochs=s.WARMUP_EPOCHS, warmup_start_lr=s.WARMUP_START_LR,
+                   cosine_end_lr=s.COSINE_END_LR, steps=tuple(s.STEPS), lrs=tuple(s.LRS))
+
+
+def build_guidance_schedule(cfg: CfgNode, *, iters_per_epoch: int):
+    """iteration -> guidance weight: GUIDANCE.LAMBDA ramped linearly over GUIDANCE.WARMUP_EPOCHS."""
+    lam, warmup = cfg.GUIDANCE.LAMBDA, round(cfg.GUIDANCE.WARMUP_EPOCHS * iters_per_epoch)
+    return lambda it: lam * min(1.0, (it + 1) / warmup) if warmup else lam
+
+
+def build_precision(cfg: CfgNode, *, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+    """(autocast dtype or None, gradient scaler enabled only for fp16) from TRAIN.MIXED_PRECISION."""
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.TRAIN.MIXED_PRECISION]
+    return dtype, torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
 
 def build_test_split(cfg: CfgNode) -> dict:

@@ -2,28 +2,59 @@
 
 Guidance is one entry of the loss dict (see :class:`stal.objective.Objective`), never a
 branch here. Schedules are functions of the global iteration, so a resumed run computes
-the same learning rate and guidance weight as an uninterrupted one.
+the same learning rate and guidance weight as an uninterrupted one. One optimizer step
+sums the gradients of ``accum_steps`` micro-batches (each loss divided by their number);
+under DDP the gradients are averaged over ranks in the last micro-batch's backward only.
+
+Mixed precision: ``amp_dtype`` bfloat16 or float16 runs the forward (and the guidance's
+inner input gradient) under autocast; float16 uses the GradScaler, whose current scale is
+also passed to the objective as ``input_grad_scale`` so that the inner gradient ds/dx is
+computed on the scaled score (fp16 underflow) and unscaled in float32.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
+from contextlib import nullcontext
+from typing import Callable, Sequence
 
 import torch
-from tqdm import tqdm
+
+from stal.engine.distributed import DistContext, reduce_mean
+from stal.errors import StalError
 
 
-def lr_at(iteration: int, *, total: int, warmup: int, base_lr: float, policy: str) -> float:
-    """Linear warm-up to ``base_lr`` over ``warmup`` iterations, then constant or cosine to 0."""
+class NonFiniteLossError(StalError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient."""
+
+
+def lr_at(iteration: int, *, iters_per_epoch: int, max_epoch: int, policy: str, base_lr: float,
+          warmup_epochs: float, warmup_start_lr: float, cosine_end_lr: float,
+          steps: Sequence[float] = (), lrs: Sequence[float] = ()) -> float:
+    """Learning rate of optimizer step ``iteration`` (0-based), PySlowFast's policies.
+
+    policy: "constant"; "cosine" from ``base_lr`` at the end of warm-up to ``cosine_end_lr``
+    at the last step; "steps_with_relative_lrs": ``base_lr * lrs[i]`` from epoch ``steps[i]``
+    on (``steps[0]`` = 0). Warm-up: linear from ``warmup_start_lr`` to the policy's rate at
+    the end of warm-up; step i counts as i + 1 steps done (the first step does not waste a
+    zero rate).
+    """
+    total, warmup = max_epoch * iters_per_epoch, round(warmup_epochs * iters_per_epoch)
+
+    def policy_lr(it: int) -> float:
+        if policy == "constant":
+            return base_lr
+        if policy == "steps_with_relative_lrs":
+            epoch = it / iters_per_epoch
+            return base_lr * lrs[max(i for i, s in enumerate(steps) if s <= epoch)]
+        progress = min(1.0, (it - warmup) / max(1, total - warmup))
+        return cosine_end_lr + (base_lr - cosine_end_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
     if iteration < warmup:
-        return base_lr * (iteration + 1) / warmup
-    if policy == "constant":
-        return base_lr
-    progress = (iteration - warmup) / max(1, total - warmup)
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        end = policy_lr(warmup)
+        return warmup_start_lr + (end - warmup_start_lr) * (iteration + 1) / warmup
+    return policy_lr(iteration)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -31,81 +62,86 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-class JsonlLog:
-    """Appends one JSON object per line to ``path`` (flushed, so a crash loses at most a line)."""
-
-    def __init__(self, path: str):
-        self.file = open(path, "a", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
 class Trainer:
-    """Runs epochs of ``objective`` over ``loader`` with ``optimizer``.
+    """Optimizer steps of ``objective`` on ``model`` (a module or its DDP wrapper).
 
-    guidance_lambda / guidance_warmup_iters: weight of the guidance entry, ramped linearly
-    from 0 over the warm-up (its parameter gradient dominates the task loss's at init).
+    lr_fn / guidance_weight_fn: iteration -> learning rate / guidance weight.
+    amp_dtype: None (float32), torch.bfloat16 or torch.float16 (with ``scaler`` enabled).
+    clip_grad_norm: clip the global gradient L2 norm to this value (0: only measure it).
+    max_nonfinite: stop after this many consecutive skipped (non-finite) steps.
     """
 
-    def __init__(self, *, model, objective, optimizer, loader, epochs: int, base_lr: float,
-                 lr_policy: str, warmup_iters: int, guidance_lambda: float,
-                 guidance_warmup_iters: int, log: JsonlLog, log_period: int, shuffle_seed: int,
-                 max_iters: int = 0):
-        self.model, self.objective, self.optimizer, self.loader = model, objective, optimizer, loader
-        self.iters_per_epoch = len(loader)
-        self.total_iters = epochs * self.iters_per_epoch
-        self.base_lr, self.lr_policy, self.warmup_iters = base_lr, lr_policy, warmup_iters
-        self.guidance_lambda, self.guidance_warmup_iters = guidance_lambda, guidance_warmup_iters
-        self.log, self.log_period, self.max_iters = log, log_period, max_iters
-        self.shuffle_seed = shuffle_seed
-        self.iteration = 0
+    def __init__(self, *, model, objective, optimizer: torch.optim.Optimizer, lr_fn: Callable[[int], float],
+                 guidance_weight_fn: Callable[[int], float], amp_dtype: torch.dtype | None,
+                 scaler: torch.amp.GradScaler, clip_grad_norm: float, max_nonfinite: int, ctx: DistContext):
+        self.model, self.objective, self.optimizer = model, objective, optimizer
+        self.lr_fn, self.guidance_weight_fn = lr_fn, guidance_weight_fn
+        self.amp_dtype, self.scaler, self.clip_grad_norm = amp_dtype, scaler, clip_grad_norm
+        self.max_nonfinite, self.ctx = max_nonfinite, ctx
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.iteration, self.nonfinite_in_row, self.nonfinite_total = 0, 0, 0
 
-    def guidance_weight(self) -> float:
-        ramp = min(1.0, (self.iteration + 1) / self.guidance_warmup_iters) if self.guidance_warmup_iters else 1.0
-        return self.guidance_lambda * ramp
-
-    def run_step(self, batch: dict) -> dict:
-        lr = lr_at(self.iteration, total=self.total_iters, warmup=self.warmup_iters,
-                   base_lr=self.base_lr, policy=self.lr_policy)
+    def run_step(self, micro_batches: list[dict]) -> dict:
+        """One optimizer step over ``micro_batches``; returns the rank-averaged record."""
+        lr, weight = self.lr_fn(self.iteration), self.guidance_weight_fn(self.iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch = to_device(batch, next(self.model.parameters()).device)
-        losses, stats = self.objective(self.model, batch, guidance_weight=self.guidance_weight())
-        total = sum(losses.values())
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite loss at iteration {self.iteration}: "
-                                     f"{ {k: float(v) for k, v in losses.items()} }")
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
-        return {"lr": lr, "loss": float(total.detach()), **{f"loss_{k}": float(v.detach()) for k, v in losses.items()}, **stats}
-
-    def train_epoch(self, epoch: int) -> dict:
-        """One pass over the loader (``epoch`` 0-based); returns the epoch's mean of each entry."""
-        self.model.train()
-        if hasattr(self.loader.dataset, "set_epoch"):
-            self.loader.dataset.set_epoch(epoch)
-        # The shuffle order depends only on (seed, epoch): a resumed run sees the same order.
-        self.loader.generator.manual_seed(self.shuffle_seed * 100_003 + epoch)
         sums: dict = {}
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}", leave=False, disable=None, dynamic_ncols=True)
-        tick = time.perf_counter()
-        for step, batch in enumerate(bar):
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            with (nullcontext() if last or not self.ctx.active else self.model.no_sync()):
+                losses, stats = self._forward(to_device(batch, self.ctx.device), weight)
+                total = sum(losses.values())
+                self.scaler.scale(total / len(micro_batches)).backward()
+            for k, v in {"loss": total, **{f"loss_{k}": v for k, v in losses.items()}, **stats}.items():
+                sums[k] = sums.get(k, 0.0) + torch.as_tensor(v).detach().double() / len(micro_batches)
+        self.scaler.unscale_(self.optimizer)
+        clip = self.clip_grad_norm if self.clip_grad_norm > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip) if self.params else torch.zeros(())
+        bad = ~(torch.isfinite(sums["loss"]) & torch.isfinite(grad_norm))
+        record = reduce_mean({**sums, "grad_norm": grad_norm, "nonfinite": bad}, self.ctx)
+        ok = record["nonfinite"] == 0  # any rank's bad step is every rank's: the same decision
+        record["nonfinite"] = 0.0 if ok else 1.0
+        if ok:
+            self.scaler.step(self.optimizer)  # fp16: the scaler may still skip on inf grads
+        self.scaler.update()
+        self.nonfinite_in_row = 0 if ok else self.nonfinite_in_row + 1
+        self.nonfinite_total += 0 if ok else 1
+        self.iteration += 1
+        return {"lr": lr, "guidance_weight": weight, **record,
+                **({"grad_scale": self.scaler.get_scale()} if self.scaler.is_enabled() else {})}
+
+    def _forward(self, batch: dict, weight: float) -> tuple[dict, dict]:
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            return self.objective(self.model, batch, guidance_weight=weight, input_grad_scale=scale)
+
+    def check_nonfinite(self, record: dict) -> None:
+        """NonFiniteLossError after ``max_nonfinite`` skipped steps in a row (call once logged)."""
+        if self.nonfinite_in_row >= self.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_row} optimizer steps in a row had a non-finite loss or gradient "
+                f"(iterations {self.iteration - self.nonfinite_in_row}..{self.iteration - 1}, last loss "
+                f"{record['loss']}); stopped without saving, so the newest checkpoint is from before "
+                f"them. Lower SOLVER.BASE_LR, set SOLVER.CLIP_GRAD_L2NORM, or use TRAIN.MIXED_PRECISION "
+                f"bf16 or fp32 instead of fp16")
+
+    def train_epoch(self, loader, *, accum_steps: int, epoch: int, on_step: Callable[[dict], None]) -> None:
+        """Steps over ``loader`` (micro-batches; ``accum_steps`` per step), calling ``on_step(record)``
+        with ``epoch`` (1-based), ``data_time`` and ``step_time`` (seconds) added."""
+        self.model.train()
+        group, tick = [], time.perf_counter()
+        for batch in loader:
+            group.append(batch)
+            if len(group) < accum_steps:
+                continue
             data_time = time.perf_counter() - tick
-            record = self.run_step(batch)
-            record.update(data_time=data_time, step_time=time.perf_counter() - tick)
-            for k, v in record.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if self.iteration % self.log_period == 0:
-                self.log.write({"iter": self.iteration, "epoch": epoch + 1, **record})
-                bar.set_postfix(loss=f"{record['loss']:.3f}")
-            self.iteration += 1
-            tick = time.perf_counter()
-            if self.max_iters and self.iteration >= self.max_iters:
-                break
-        return {k: v / max(1, step + 1) for k, v in sums.items()}
+            record = self.run_step(group)
+            if self.ctx.device.type == "cuda":
+                torch.cuda.synchronize(self.ctx.device)  # honest step times
+            record.update(epoch=epoch, data_time=data_time, step_time=time.perf_counter() - tick)
+            on_step(record)
+            self.check_nonfinite(record)
+            group, tick = [], time.perf_counter()

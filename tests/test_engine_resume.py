@@ -1,0 +1,161 @@
+"""Crash and resume with the real tools/train_net.py: SIGKILL, truncated and foreign checkpoints,
+a full disk while saving, non-finite losses."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train_net
+from stal.engine import checkpoint as ckpt
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process runs must compute like the OMP_NUM_THREADS=1 subprocesses, bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("instant_data"))
+
+
+def _cfg(repo_root):
+    return os.path.join(repo_root, "configs", "instant.yaml")
+
+
+def _opts(out, data_root, *extra):
+    return ["OUTPUT_DIR", str(out), "DEMO.ROOT", data_root, "TEST.ENABLE", "False", *extra]
+
+
+def _final_weights(out):
+    path = ckpt.list_checkpoints(os.path.join(out, "checkpoints"))[-1]
+    return ckpt.read_checkpoint(path)["model_state"], os.path.basename(path)
+
+
+def _log(out):
+    return [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
+
+
+# 4 epochs of 4 steps, a checkpoint every 2 steps, dropout (so the restored RNG state matters).
+LONG = ("SOLVER.MAX_EPOCH", "4", "SYNTHESIS.CLIPS_PER_EPOCH", "8", "TRAIN.CHECKPOINT_ITERS", "2",
+        "TRAIN.CHECKPOINT_KEEP", "2", "MODEL.DROPOUT_RATE", "0.5")
+
+
+def _run_until_first_checkpoint_then_kill(repo_root, out, opts) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, os.path.join(repo_root, "tools", "train_net.py"), "--cfg",
+                             _cfg(repo_root), *opts], cwd=repo_root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt_dir = os.path.join(out, "checkpoints")
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(ckpt_dir) and ckpt.list_checkpoints(ckpt_dir)):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+
+def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(repo_root, tmp_path, data_root):
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(tmp_path / "full", data_root, *LONG)) == 0
+    full, last_name = _final_weights(tmp_path / "full")
+    assert last_name == "checkpoint_epoch_00004.pyth"
+
+    out = tmp_path / "killed"
+    _run_until_first_checkpoint_then_kill(repo_root, out, _opts(out, data_root, *LONG))
+    names = [os.path.basename(p) for p in ckpt.list_checkpoints(str(out / "checkpoints"))]
+    assert last_name not in names, f"the run finished before the kill: {names}"
+
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root, *LONG)) == 0
+    resumed, _ = _final_weights(out)
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)
+    # The log reads as one run: every iteration once, with the uninterrupted run's losses.
+    log, ref = _log(out), _log(tmp_path / "full")
+    assert [r["iter"] for r in log] == list(range(16))
+    for a, b in zip(log, ref):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    assert not [n for n in os.listdir(out / "checkpoints") if n.startswith(".tmp_")]
+
+
+def test_foreign_config_is_an_error_unless_allowed(repo_root, tmp_path, data_root, capsys, caplog):
+    out = tmp_path / "run"
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root, "TRAIN.MAX_ITERS", "1")) == 0
+    changed = _opts(out, data_root, "GUIDANCE.LAMBDA", "0.5", "SOLVER.BASE_LR", "0.01")
+    capsys.readouterr()
+    assert train_net.main(["--cfg", _cfg(repo_root)] + changed) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained with another config" in err[0]
+    assert "GUIDANCE.LAMBDA: 0.1 -> 0.5" in err[0] and "SOLVER.BASE_LR: 0.002 -> 0.01" in err[0]
+    assert "TRAIN.ALLOW_CONFIG_CHANGE True" in err[0]
+    # Keys that only say where or how often to write may change freely.
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root, "TRAIN.MAX_ITERS", "2",
+                                                             "LOG_PERIOD", "5", "TRAIN.CHECKPOINT_KEEP", "1")) == 0
+    assert train_net.main(["--cfg", _cfg(repo_root)] + changed + ["TRAIN.ALLOW_CONFIG_CHANGE", "True"]) == 0
+    assert "resuming" in caplog.text and "GUIDANCE.LAMBDA" in caplog.text
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(repo_root, tmp_path, data_root, caplog):
+    """The newest checkpoint cut in half: a warning, resume from the one before, same final weights."""
+    out = tmp_path / "run"
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root)) == 0
+    reference, name = _final_weights(out)
+    newest = out / "checkpoints" / name
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root)) == 0
+    assert "cannot read checkpoint" in caplog.text and "falling back" in caplog.text
+    weights, _ = _final_weights(out)
+    for key in reference:
+        torch.testing.assert_close(weights[key], reference[key], rtol=0, atol=1e-6)
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(repo_root, tmp_path, data_root, monkeypatch, capsys):
+    real_save, calls = torch.save, []
+
+    def save_until_disk_full(obj, f):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_save(obj, f)
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", save_until_disk_full)
+    out = tmp_path / "run"
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root)) == 2
+    err = capsys.readouterr().err
+    assert "disk full" in err and "previous checkpoints" in err and "checkpoint_epoch_00002" in err
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint_epoch_00001.pyth"]  # no temporary left
+    assert ckpt.read_checkpoint(str(out / "checkpoints" / "checkpoint_epoch_00001.pyth"))["epoch"] == 1
+    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root)) == 0  # resumes from epoch 1
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(repo_root, tmp_path, data_root, capsys):
+    """A learning rate of 1e30 makes every step after the first non-finite."""
+    out = tmp_path / "run"
+    opts = _opts(out, data_root, "SOLVER.BASE_LR", "1e30", "TRAIN.MAX_NONFINITE_STEPS", "3", "SOLVER.MAX_EPOCH", "3")
+    assert train_net.main(["--cfg", _cfg(repo_root)] + opts) == 2
+    err = capsys.readouterr().err
+    assert "3 optimizer steps in a row had a non-finite loss" in err and "iterations 1..3" in err
+    log = _log(out)
+    assert [r["nonfinite"] for r in log] == [0.0, 1.0, 1.0, 1.0] and log[1]["loss"] is None
+    # Skipped steps leave the weights alone: the epoch-1 checkpoint (after iteration 1) holds
+    # the weights of the one finite step, and no later checkpoint was written.
+    assert [os.path.basename(p) for p in ckpt.list_checkpoints(str(out / "checkpoints"))] == \
+        ["checkpoint_epoch_00001.pyth"]
+    state = ckpt.read_checkpoint(str(out / "checkpoints" / "checkpoint_epoch_00001.pyth"))
+    assert state["train_state"]["nonfinite_total"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model_state"].values())
