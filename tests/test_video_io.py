@@ -71,4 +71,4 @@ def test_bench_decode_prints_one_row_per_source(tmp_path, capsys, repo_root):
     write_video(video, frames=40, fps=10)
     assert bench_decode.main(["--video", str(video), "--clips", "2", "--frames", "2", "--rate", "3"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert [r.split("|")[1].strip() for r in rows[1:]] == ["jpeg", "decord", "decord (reader kept open)", "pyav"]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["jpeg", "pyav", "decord", "decord (reader kept open)"]
