@@ -292,7 +292,7 @@ _C.AVA.LABEL_MAP_FILE = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
 _C.AVA.DETECTION_SCORE_THRESH = 0.9
 # Frames per second of the extracted frames (keyframe index = (second - 900) * FPS).
 _C.AVA.FPS = 30
-# Read clips straight from VIDEO_DIR/<video_id>.mp4 (PyAV, same frames as extraction, ~7x
+# Read clips straight from VIDEO_DIR/<video_id>.mp4 (PyAV, same frames as extraction, 7-10x
 # slower per clip) instead of FRAME_DIR; "" reads the extracted frames.
 _C.AVA.VIDEO_DIR = ""
 

@@ -55,7 +55,7 @@ class AvaKeyframeDataset(Dataset):
 
     ``video_dir`` reads clips straight from ``<video_dir>/<video>.mp4`` (or .mkv, ...) with
     PyAV instead of extracted frames, picking the same frames as data_prep/extract_frames.py
-    (about 7x slower per clip than JPEG files; see docs/datasets.md).
+    (several times slower per clip than JPEG files; see docs/datasets.md).
     """
 
     def __init__(self, *, frame_dir: str, table: AvaTable, fps: int, num_frames: int,
