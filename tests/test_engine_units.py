@@ -108,6 +108,32 @@ def test_input_grad_scale_leaves_the_objective_unchanged():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_fp16_inner_gradient_is_scaled(monkeypatch):
+    """Under fp16 autocast, part of a small input gradient ds/dx underflows to 0; the objective's
+    input_grad_scale (the GradScaler's scale in training) keeps it, close to the fp32 gradient."""
+    import stal.objective as objective_module
+    from stal.guidance.penalty import GuidanceSpec
+    from stal.models import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector("small3d_tiny", num_classes=3)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.mul_(1e-4)  # small scores, small input gradients (as late in training)
+    batch = {"clip": torch.randn(2, 3, 4, 16, 16), "rois": torch.tensor([[0, 2, 2, 10, 12], [1, 4, 3, 14, 15.0]]),
+             "labels": torch.tensor([0, 2]), "mask": (torch.rand(2, 4, 16, 16) > 0.7).float()}
+    seen, real = [], objective_module.gradient_penalty
+    monkeypatch.setattr(objective_module, "gradient_penalty", lambda g, m, spec: seen.append(g.detach()) or real(g, m, spec=spec))
+    objective = objective_module.Objective(loss_func="softmax", guidance=GuidanceSpec(score="logit"))
+    for dtype, scale in ((None, 1.0), (torch.float16, 1.0), (torch.float16, 256.0)):
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            objective(model, batch, guidance_weight=0.0, input_grad_scale=scale)
+    ref, unscaled, scaled = seen
+    assert (ref == 0).float().mean() == 0 and (unscaled == 0).float().mean() > 0.05
+    assert (scaled == 0).float().mean() < 0.01
+    assert (scaled - ref).norm() < 0.5 * (unscaled - ref).norm()
+
+
 def test_checkpoint_files(tmp_path):
     """Order (epoch ends before the next epoch's mid-epoch saves), pruning, weights_only loading."""
     names = [ckpt.checkpoint_name(epoch=0, iteration=5), ckpt.checkpoint_name(epoch=1),

@@ -11,11 +11,13 @@ import logging
 import os
 import random
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 from fvcore.common.config import CfgNode
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stal.config.defaults import get_cfg
 from stal.engine import builders
@@ -160,7 +162,7 @@ def train(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext | None = None) 
     """Train ``model`` to SOLVER.MAX_EPOCH (or TRAIN.MAX_ITERS), resuming from OUTPUT_DIR/checkpoints."""
     ctx = ctx or DistContext()
     loader = builders.build_train_loader(cfg, ctx=ctx)
-    sampler, ipe = loader.batch_sampler, loader.batch_sampler.steps_per_epoch
+    ipe = loader.batch_sampler.steps_per_epoch
     if ipe == 0:
         raise StalError(f"the training set ({len(loader.dataset)} clips) yields no optimizer step of "
                         f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} clips")
@@ -168,46 +170,69 @@ def train(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext | None = None) 
     st = TrainState()
     if cfg.TRAIN.AUTO_RESUME:
         _resume(cfg, ctx, trainer, model, st, iters_per_epoch=ipe)
-    total = cfg.SOLVER.MAX_EPOCH * ipe if not cfg.TRAIN.MAX_ITERS else min(cfg.TRAIN.MAX_ITERS, cfg.SOLVER.MAX_EPOCH * ipe)
-    log = RunLog(cfg.OUTPUT_DIR, start_iteration=trainer.iteration, enabled=ctx.is_main)
-    bar = tqdm(total=total, initial=trainer.iteration, desc="train", disable=None if ctx.is_main else True,
-               dynamic_ncols=True)
-    save = lambda name: _save(cfg, ctx, trainer, model, st, iters_per_epoch=ipe, name=name)  # noqa: E731
-
-    def on_step(record: dict) -> None:
-        it = trainer.iteration  # steps done, this one included
-        record = {"iter": it - 1, **record}
-        _accumulate(st.epoch_sums, record)
-        if (it - 1) % cfg.LOG_PERIOD == 0 or record["nonfinite"]:
-            log.write(record)
-        bar.update(1)
-        bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.3g}")
-        if cfg.TRAIN.CHECKPOINT_ITERS and it % cfg.TRAIN.CHECKPOINT_ITERS == 0 and it % ipe and it < total:
-            save(checkpoint_name(epoch=it // ipe, iteration=it))
-
+    loop = _Loop(cfg, ctx, trainer, model, st, loader=loader, iters_per_epoch=ipe)
     try:
-        for epoch in range(trainer.iteration // ipe, cfg.SOLVER.MAX_EPOCH):
-            if trainer.iteration >= total:
-                break
-            sampler.set_epoch(epoch, start=trainer.iteration - epoch * ipe, stop=total - epoch * ipe)
-            if hasattr(loader.dataset, "set_epoch"):
-                loader.dataset.set_epoch(epoch)
-            loader.generator.manual_seed(cfg.RNG_SEED * 100_003 + epoch)
-            tick = time.perf_counter()
-            trainer.train_epoch(loader, accum_steps=cfg.TRAIN.GRAD_ACCUM_STEPS, epoch=epoch + 1, on_step=on_step)
-            if trainer.iteration < (epoch + 1) * ipe:  # TRAIN.MAX_ITERS inside the epoch
-                save(checkpoint_name(epoch=epoch, iteration=trainer.iteration))
-                break
-            _end_epoch(cfg, ctx, model, st, log, epoch=epoch, seconds=time.perf_counter() - tick,
-                       iteration=trainer.iteration)
-            last = epoch + 1 == cfg.SOLVER.MAX_EPOCH or trainer.iteration >= total
-            if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or last:
-                save(checkpoint_name(epoch=epoch + 1))
+        with logging_redirect_tqdm() if not loop.bar.disable else nullcontext():  # logs above the bar
+            for epoch in range(trainer.iteration // ipe, cfg.SOLVER.MAX_EPOCH):
+                if trainer.iteration >= loop.total or not loop.run_epoch(epoch):
+                    break
     finally:
-        bar.close()
-        log.close()
+        loop.close()
     return {"epochs": st.history, "evals": st.evals, "best": st.best, "nonfinite_steps": trainer.nonfinite_total,
             "iterations": trainer.iteration}
+
+
+class _Loop:
+    """The epochs of one training run: sampler positions, logging, progress, checkpoints."""
+
+    def __init__(self, cfg: CfgNode, ctx: DistContext, trainer: Trainer, model, st: TrainState, *,
+                 loader, iters_per_epoch: int):
+        self.cfg, self.ctx, self.trainer, self.model, self.st = cfg, ctx, trainer, model, st
+        self.loader, self.ipe = loader, iters_per_epoch
+        self.total = cfg.SOLVER.MAX_EPOCH * iters_per_epoch
+        if cfg.TRAIN.MAX_ITERS:
+            self.total = min(self.total, cfg.TRAIN.MAX_ITERS)
+        self.log = RunLog(cfg.OUTPUT_DIR, start_iteration=trainer.iteration, enabled=ctx.is_main)
+        self.bar = tqdm(total=self.total, initial=trainer.iteration, desc="train", dynamic_ncols=True,
+                        disable=None if ctx.is_main else True)  # None: only on a terminal
+
+    def save(self, name: str) -> None:
+        _save(self.cfg, self.ctx, self.trainer, self.model, self.st, iters_per_epoch=self.ipe, name=name)
+
+    def on_step(self, record: dict) -> None:
+        cfg, it = self.cfg, self.trainer.iteration  # steps done, this one included
+        record = {"iter": it - 1, **record, "clips_per_s": cfg.TRAIN.BATCH_SIZE / record["step_time"]}
+        _accumulate(self.st.epoch_sums, record)
+        if (it - 1) % cfg.LOG_PERIOD == 0 or record["nonfinite"]:
+            self.log.write(record)
+        self.bar.update(1)
+        self.bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.3g}")
+        if cfg.TRAIN.CHECKPOINT_ITERS and it % cfg.TRAIN.CHECKPOINT_ITERS == 0 and it % self.ipe and it < self.total:
+            self.save(checkpoint_name(epoch=it // self.ipe, iteration=it))
+
+    def run_epoch(self, epoch: int) -> bool:
+        """Epoch ``epoch`` (0-based) from the trainer's position; False when TRAIN.MAX_ITERS cut it."""
+        cfg, trainer, ipe = self.cfg, self.trainer, self.ipe
+        self.loader.batch_sampler.set_epoch(epoch, start=trainer.iteration - epoch * ipe, stop=self.total - epoch * ipe)
+        if hasattr(self.loader.dataset, "set_epoch"):
+            self.loader.dataset.set_epoch(epoch)
+        self.loader.generator.manual_seed(cfg.RNG_SEED * 100_003 + epoch)  # worker seeds
+        tick = time.perf_counter()
+        trainer.train_epoch(self.loader, accum_steps=cfg.TRAIN.GRAD_ACCUM_STEPS, epoch=epoch + 1,
+                            on_step=self.on_step)
+        if trainer.iteration < (epoch + 1) * ipe:
+            self.save(checkpoint_name(epoch=epoch, iteration=trainer.iteration))
+            return False
+        _end_epoch(cfg, self.ctx, self.model, self.st, self.log, epoch=epoch, seconds=time.perf_counter() - tick,
+                   iteration=trainer.iteration)
+        last = epoch + 1 == cfg.SOLVER.MAX_EPOCH or trainer.iteration >= self.total
+        if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or last:
+            self.save(checkpoint_name(epoch=epoch + 1))
+        return True
+
+    def close(self) -> None:
+        self.bar.close()
+        self.log.close()
 
 
 def _end_epoch(cfg: CfgNode, ctx: DistContext, model, st: TrainState, log: RunLog, *, epoch: int,

@@ -68,7 +68,8 @@ class Trainer:
     lr_fn / guidance_weight_fn: iteration -> learning rate / guidance weight.
     amp_dtype: None (float32), torch.bfloat16 or torch.float16 (with ``scaler`` enabled).
     clip_grad_norm: clip the global gradient L2 norm to this value (0: only measure it).
-    max_nonfinite: stop after this many consecutive skipped (non-finite) steps.
+    max_nonfinite: stop after this many consecutive skipped (non-finite) steps (fp16: counted
+    once the scaler's scale is <= 1).
     """
 
     def __init__(self, *, model, objective, optimizer: torch.optim.Optimizer, lr_fn: Callable[[int], float],
@@ -96,6 +97,7 @@ class Trainer:
                 self.scaler.scale(total / len(micro_batches)).backward()
             for k, v in {"loss": total, **{f"loss_{k}": v for k, v in losses.items()}, **stats}.items():
                 sums[k] = sums.get(k, 0.0) + torch.as_tensor(v).detach().double() / len(micro_batches)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
         self.scaler.unscale_(self.optimizer)
         clip = self.clip_grad_norm if self.clip_grad_norm > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip) if self.params else torch.zeros(())
@@ -106,7 +108,11 @@ class Trainer:
         if ok:
             self.scaler.step(self.optimizer)  # fp16: the scaler may still skip on inf grads
         self.scaler.update()
-        self.nonfinite_in_row = 0 if ok else self.nonfinite_in_row + 1
+        # fp16: overflow while the scale is > 1 is the scaler's calibration (it halves the scale;
+        # the inner input gradient of the guidance usually needs a smaller scale than the
+        # outer one), so such a step counts toward the guard only once the scale is <= 1.
+        if ok or scale <= 1.0:
+            self.nonfinite_in_row = 0 if ok else self.nonfinite_in_row + 1
         self.nonfinite_total += 0 if ok else 1
         self.iteration += 1
         return {"lr": lr, "guidance_weight": weight, **record,
