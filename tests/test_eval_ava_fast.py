@@ -33,6 +33,12 @@ def _table(rows: list[tuple]) -> AvaTable:
                     action=np.array(action), extra=np.array(extra, dtype=np.float64))
 
 
+@pytest.fixture
+def columnar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read even tiny files with pyarrow (small files otherwise take the line parser)."""
+    monkeypatch.setattr(fast_csv, "SMALL_FILE_BYTES", 0)
+
+
 def _random_rows(seed: int, *, distinct_scores: bool) -> tuple[list, list, dict, set]:
     """Ground truth and detections on a few keyframes: hits, near misses, duplicates."""
     rng = np.random.default_rng(seed)
@@ -111,7 +117,8 @@ def test_tp_ranks_equal_a_stable_sort(buckets: int, monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.filterwarnings("ignore:.*action ids not in the label map")
 @pytest.mark.parametrize("seed", range(8))
-def test_files_match_loop_on_tie_free_data(seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_files_match_loop_on_tie_free_data(seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           columnar: None) -> None:
     gt, det, labelmap, excluded = _random_rows(seed, distinct_scores=True)
     p = _write(tmp_path, gt, det, labelmap, excluded)
     monkeypatch.setattr(fast_csv, "DEFAULT_BLOCK_BYTES", 1 << 10)  # many blocks: streaming state
@@ -125,7 +132,7 @@ def test_files_match_loop_on_tie_free_data(seed: int, tmp_path: Path, monkeypatc
 
 @pytest.mark.filterwarnings("ignore:.*action ids not in the label map")
 @pytest.mark.parametrize("seed", range(4))
-def test_variants_match_loop(seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_variants_match_loop(seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columnar: None) -> None:
     gt, det, labelmap, excluded = _random_rows(seed, distinct_scores=seed % 2 == 0)
     p = _write(tmp_path, gt, det, labelmap, excluded)
     from ava_loop_reference import read_rows
@@ -154,7 +161,10 @@ def test_ignore_empty_frames_and_top_k_by_hand() -> None:
 # ---------------------------------------------------------------------------- reader
 
 
-def test_timestamps_padded_or_not_seven_columns_and_label_id(tmp_path: Path) -> None:
+@pytest.mark.parametrize("small_file_bytes", [0, 1 << 20])
+def test_timestamps_padded_or_not_seven_columns_and_label_id(
+        small_file_bytes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_csv, "SMALL_FILE_BYTES", small_file_bytes)
     (tmp_path / "gt.csv").write_text("v,0902,0.1,0.1,0.4,0.5,1,0\n\nv,903,0.1,0.1,0.4,0.5,1,0\n")
     (tmp_path / "det.csv").write_text("v,902,0.1,0.1,0.4,0.5,1\nv,0903,0.1,0.1,0.4,0.5,1\n")
     (tmp_path / "map.pbtxt").write_text('label {\n  name: "bend"\n  label_id: 1\n  label_type: PERSON_MOVEMENT\n}\n')
@@ -162,10 +172,11 @@ def test_timestamps_padded_or_not_seven_columns_and_label_id(tmp_path: Path) -> 
     assert result["per_class_AP"] == {"1": 1.0} and result["num_det"] == {"1": 2}
 
 
-def test_reader_blocks_equal_whole_file(tmp_path: Path) -> None:
+def test_reader_blocks_equal_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gt, det, labelmap, excluded = _random_rows(1, distinct_scores=False)
     p = _write(tmp_path, gt, det, labelmap, excluded)
-    whole = fast_csv.read_box_csv(p["det.csv"], vocab=fast_csv.VideoVocab())
+    whole = fast_csv.read_box_csv(p["det.csv"], vocab=fast_csv.VideoVocab())  # line parser (small file)
+    monkeypatch.setattr(fast_csv, "SMALL_FILE_BYTES", 0)
     blocks = list(fast_csv.iter_box_csv(p["det.csv"], vocab=fast_csv.VideoVocab(), block_bytes=512))
     assert len(blocks) > 3 and [b.first_row for b in blocks] == list(np.cumsum([0] + [len(b) for b in blocks[:-1]]))
     joined = fast_csv.BoxBatch.concatenate(blocks)
@@ -185,8 +196,11 @@ BAD_ROWS = [
 ]
 
 
+@pytest.mark.parametrize("small_file_bytes", [0, 1 << 20])  # pyarrow, then the line parser
 @pytest.mark.parametrize("bad, message", BAD_ROWS)
-def test_bad_row_names_file_and_line(bad: str, message: str, tmp_path: Path) -> None:
+def test_bad_row_names_file_and_line(bad: str, message: str, small_file_bytes: int, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_csv, "SMALL_FILE_BYTES", small_file_bytes)
     good = "v,0902,0.1,0.1,0.4,0.5,1,0.5\n"
     path = tmp_path / "det.csv"
     # the bad row sits in a later block, after a blank line: the line number must count it

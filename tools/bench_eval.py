@@ -103,8 +103,8 @@ def _fix_boxes(boxes: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def run_measured(argv: list[str]) -> tuple[float, float, str]:
-    """Run a command in a fresh process: (wall seconds, peak RSS of that process in GB, stdout)."""
+def run_measured(argv: list[str]) -> tuple[float, float, float, str]:
+    """Run a command in a fresh process: (wall s, CPU s (user + sys), peak RSS in GB, stdout)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
@@ -115,7 +115,7 @@ def run_measured(argv: list[str]) -> tuple[float, float, str]:
         err.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"{argv[1]} failed ({proc.returncode}): {err.read().strip()[-2000:]}")
-        return wall, usage.ru_maxrss * 1024 / 1e9, out.read()
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024 / 1e9, out.read()
 
 
 _LOOP = """
@@ -128,20 +128,20 @@ print(json.dumps(r))
 """
 
 
-def evaluator(files: dict, out_json: str) -> tuple[float, float, dict]:
-    wall, peak, _ = run_measured([sys.executable, os.path.join(REPO, "tools", "eval_frame_map.py"),
+def evaluator(files: dict, out_json: str) -> tuple[float, float, float, dict]:
+    wall, cpu, peak, _ = run_measured([sys.executable, os.path.join(REPO, "tools", "eval_frame_map.py"),
                                   "--format", "ava", "--gt", files["gt.csv"], "--det", files["det.csv"],
                                   "--labelmap", files["labelmap.pbtxt"], "--excluded", files["excluded.csv"],
                                   "--out", out_json])
     with open(out_json) as f:
-        return wall, peak, json.load(f)
+        return wall, cpu, peak, json.load(f)
 
 
-def loop(files: dict) -> tuple[float, float, dict]:
+def loop(files: dict) -> tuple[float, float, float, dict]:
     code = _LOOP.format(tests=os.path.join(REPO, "tests"), gt=files["gt.csv"], det=files["det.csv"],
                         lm=files["labelmap.pbtxt"], ex=files["excluded.csv"])
-    wall, peak, out = run_measured([sys.executable, "-c", code])
-    return wall, peak, json.loads(out)
+    wall, cpu, peak, out = run_measured([sys.executable, "-c", code])
+    return wall, cpu, peak, json.loads(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,25 +159,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating {args.loop_videos} video(s) for the loop baseline ...", flush=True)
         small = generate(os.path.join(root, "loop"), videos=args.loop_videos,
                          boxes_per_keyframe=args.boxes_per_keyframe) if _mkdir(root, "loop") else None
-        loop_wall, loop_peak, loop_result = loop(small)
-        fast_wall, fast_peak, fast_result = evaluator(small, os.path.join(root, "loop", "result.json"))
+        loop_wall, loop_cpu, loop_peak, loop_result = loop(small)
+        fast_wall, _, _, fast_result = evaluator(small, os.path.join(root, "loop", "result.json"))
         diff = _max_ap_difference(loop_result, fast_result)
-        per_row = loop_wall / small["det_rows"]
-        print(f"loop at {small['det_rows']:,} detection rows: {loop_wall:.1f} s ({per_row * 1e6:.2f} us/row), "
+        per_row, cpu_per_row = loop_wall / small["det_rows"], loop_cpu / small["det_rows"]
+        print(f"loop at {small['det_rows']:,} detection rows: {loop_wall:.1f} s ({per_row * 1e6:.2f} us/row; "
+              f"CPU {loop_cpu:.1f} s), "
               f"peak {loop_peak:.2f} GB; evaluator {fast_wall:.2f} s; largest per-class AP difference "
               f"{diff:.1e}", flush=True)
-        header = (f"| videos | detection rows | CSV GB | evaluator s | evaluator peak GB | "
-                  f"loop s (extrapolated) | speed-up |")
+        header = ("| videos | detection rows | CSV GB | evaluator s (CPU s) | evaluator peak GB | "
+                  "loop s (extrapolated) | speed-up (CPU) |")
         lines = [header, "|---:|---:|---:|---:|---:|---:|---:|"]
         for videos in args.videos:
             print(f"generating {videos} videos ...", flush=True)
             _mkdir(root, f"v{videos}")
             files = generate(os.path.join(root, f"v{videos}"), videos=videos,
                              boxes_per_keyframe=args.boxes_per_keyframe)
-            wall, peak, result = evaluator(files, os.path.join(root, f"v{videos}", "result.json"))
-            loop_estimate = per_row * files["det_rows"]
-            lines.append(f"| {videos} | {files['det_rows']:,} | {files['det_mb'] / 1e3:.2f} | {wall:.1f} | "
-                         f"{peak:.2f} | {loop_estimate:.0f} | {loop_estimate / wall:.0f}x |")
+            wall, cpu, peak, result = evaluator(files, os.path.join(root, f"v{videos}", "result.json"))
+            loop_estimate, loop_cpu_estimate = per_row * files["det_rows"], cpu_per_row * files["det_rows"]
+            lines.append(f"| {videos} | {files['det_rows']:,} | {files['det_mb'] / 1e3:.2f} | {wall:.1f} ({cpu:.1f}) | "
+                         f"{peak:.2f} | {loop_estimate:.0f} | {loop_estimate / wall:.0f}x "
+                         f"({loop_cpu_estimate / cpu:.0f}x) |")
             print(lines[-1], f"(frame-mAP {result['frame_mAP']:.4f})", flush=True)
             shutil.rmtree(os.path.join(root, f"v{videos}"), ignore_errors=args.keep is None)
         print()
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Loop: tests/ava_loop_reference.py timed at {small['det_rows']:,} rows "
               f"({args.loop_videos} video) and extrapolated linearly in rows; evaluator: "
               f"tools/eval_frame_map.py in a fresh process (start-up and CSV reading included), "
-              f"peak = max RSS. Same machine, same run.")
+              f"peak = max RSS; CPU = user + sys of that process. Same machine, same run; "
+              f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
