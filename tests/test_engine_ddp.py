@@ -41,7 +41,8 @@ def _assert_same_trajectory(log, ref, *, tol):
 def test_two_process_ddp_and_accumulation_match_one_process(repo_root, tmp_path):
     cfg = os.path.join(repo_root, "configs", "instant.yaml")
     common = ["DEMO.ROOT", str(tmp_path / "data"), "TEST.ENABLE", "False", "SOLVER.MAX_EPOCH", "3"]
-    assert train_net.main(["--cfg", cfg, "OUTPUT_DIR", str(tmp_path / "one")] + common) == 0
+    tested = ["TEST.ENABLE", "True"]  # evaluation too: each process scores half of the test clips
+    assert train_net.main(["--cfg", cfg, "OUTPUT_DIR", str(tmp_path / "one")] + common + tested) == 0
     ref = _log(tmp_path / "one")
     assert len(ref) == 6
 
@@ -49,9 +50,14 @@ def test_two_process_ddp_and_accumulation_match_one_process(repo_root, tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          os.path.join(repo_root, "tools", "train_net.py"), "--cfg", cfg, "OUTPUT_DIR", str(tmp_path / "two")]
-        + common, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+        + common + tested, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same_trajectory(_log(tmp_path / "two"), ref, tol=1e-4)
+    one, two = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two"))
+    for key in ("frame_mAP", "off_target_energy", "input_grad_rms", "synth_val_accuracy"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
+    assert (tmp_path / "two" / "detections.csv").read_text().count("\n") == \
+        (tmp_path / "one" / "detections.csv").read_text().count("\n")
     # Rank 0 alone writes; both ranks' RNG states are in the checkpoint.
     state = torch.load(tmp_path / "two" / "checkpoints" / "checkpoint_epoch_00003.pyth", weights_only=True)
     assert len(state["rng"]) == 2

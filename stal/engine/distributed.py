@@ -9,6 +9,7 @@ beyond "am I rank 0".
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -56,7 +57,10 @@ def init_distributed(*, num_gpus: int) -> DistContext:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+        # Evaluation runs on rank 0 while the others wait in a barrier: an AVA validation pass
+        # takes longer than the default collective timeout (10 min for NCCL).
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None,
+                                timeout=datetime.timedelta(hours=3))
     return DistContext(rank=rank, world_size=world, local_rank=local, device=device)
 
 

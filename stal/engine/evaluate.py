@@ -1,19 +1,33 @@
-"""Evaluation after (or during) training: frame-mAP on the test split, guidance diagnostics."""
+"""Evaluation after (or during) training: frame-mAP on the test split, guidance diagnostics.
+
+With several processes each rank runs the model on its contiguous share of the clips
+(:func:`shard`); the detections are gathered in dataset order (so ties in score keep the
+one-process order) and the diagnostics' sums are added up: the result equals one process's.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from stal.data.ava import collate_eval
 from stal.data.ava_format import AvaTable
 from stal.evaluation.frame_map import ava_frame_map
+from stal.engine.distributed import DistContext, gather_objects
 from stal.engine.trainer import to_device
 from stal.evaluation.attribution import energy_fraction
 from stal.guidance.penalty import guidance_score
 from stal.losses import class_probabilities
+
+
+def shard(dataset, ctx: DistContext | None):
+    """This rank's contiguous share of ``dataset`` (all of it for one process)."""
+    if ctx is None or not ctx.active:
+        return dataset
+    n = len(dataset)
+    return Subset(dataset, range(ctx.rank * n // ctx.world_size, (ctx.rank + 1) * n // ctx.world_size))
 
 
 @torch.no_grad()
@@ -45,17 +59,22 @@ def predict_detections(model: torch.nn.Module, dataset, *, batch_size: int, loss
 
 
 def evaluate_frame_map(model: torch.nn.Module, split: dict, *, batch_size: int,
-                       loss_func: str) -> tuple[dict, AvaTable]:
-    """Frame-mAP (AVA semantics) of ``model`` on ``split`` (see builders.build_test_split)."""
+                       loss_func: str, ctx: DistContext | None = None) -> tuple[dict, AvaTable]:
+    """Frame-mAP (AVA semantics) of ``model`` on ``split`` (see builders.build_test_split).
+
+    Collective with ``ctx``: every rank must call it; every rank gets the result.
+    """
     class_ids = sorted(split["labelmap"])
-    det = predict_detections(model, split["dataset"], batch_size=batch_size,
+    det = predict_detections(model, shard(split["dataset"], ctx), batch_size=batch_size,
                              loss_func=loss_func, class_ids=class_ids)
+    if ctx is not None and ctx.active:
+        det = AvaTable.concatenate([t for t in gather_objects(det, ctx) if len(t)] or [AvaTable.empty()])
     result = ava_frame_map(split["gt"], det, split["labelmap"], excluded=split["excluded"])
     return result, det
 
 
 def evaluate_synthetic(model: torch.nn.Module, dataset, *, batch_size: int, loss_func: str,
-                       score: str, attribution: bool = True) -> dict:
+                       score: str, attribution: bool = True, ctx: DistContext | None = None) -> dict:
     """On held-out synthesized clips: ROI accuracy and the off-target input-gradient energy fraction.
 
     The fraction ||(1-m) g||^2 / ||g||^2 (g = d score / d clip, m = provenance target mask)
@@ -63,11 +82,12 @@ def evaluate_synthetic(model: torch.nn.Module, dataset, *, batch_size: int, loss
     ``input_grad_rms`` (root mean square of g over all voxels) exposes gradient masking: a
     model that makes itself locally flat can satisfy a gradient penalty and keep using the
     background. With ``attribution`` False only the accuracy is computed (no input gradient).
+    Collective with ``ctx`` (each rank evaluates its share; the sums are combined).
     """
     from stal.data.synthetic import collate_train
 
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_train)
+    loader = DataLoader(shard(dataset, ctx), batch_size=batch_size, shuffle=False, collate_fn=collate_train)
     fractions, squares, voxels, correct, total = [], 0.0, 0, 0, 0
     device = next(model.parameters()).device
     for batch in loader:
@@ -84,6 +104,10 @@ def evaluate_synthetic(model: torch.nn.Module, dataset, *, batch_size: int, loss
         if loss_func == "softmax":
             correct += int((logits.argmax(1) == batch["labels"]).sum())
             total += len(batch["labels"])
+    if ctx is not None and ctx.active:
+        parts = gather_objects((fractions, squares, voxels, correct, total), ctx)
+        fractions = [f for part in parts for f in part[0]]
+        squares, voxels, correct, total = (sum(part[i] for part in parts) for i in range(1, 5))
     out = {}
     if attribution:
         out = {"off_target_energy": float(torch.cat(fractions).mean()), "input_grad_rms": (squares / max(voxels, 1)) ** 0.5}

@@ -246,8 +246,8 @@ def _end_epoch(cfg: CfgNode, ctx: DistContext, model, st: TrainState, log: RunLo
                 ", ".join(f"{k}={v:.4g}" for k, v in means.items() if k.startswith(("loss", "off"))))
     if not (cfg.TRAIN.EVAL_PERIOD and (epoch + 1) % cfg.TRAIN.EVAL_PERIOD == 0):
         return
+    metrics = test(cfg, model, out_dir=None, ctx=ctx)
     if ctx.is_main:
-        metrics = test(cfg, model, out_dir=None)
         # "iter": the last training step's index, as in the training lines (and resume's log cut).
         row = {"epoch": epoch + 1, "iter": iteration - 1, **{k: v for k, v in metrics.items() if k != "per_class_AP"}}
         st.evals.append(row)
@@ -268,21 +268,23 @@ def _end_epoch(cfg: CfgNode, ctx: DistContext, model, st: TrainState, log: RunLo
     barrier(ctx)
 
 
-def test(cfg: CfgNode, model: torch.nn.Module, *, out_dir: str | None) -> dict:
+def test(cfg: CfgNode, model: torch.nn.Module, *, out_dir: str | None, ctx: DistContext | None = None) -> dict:
     """Frame-mAP on the test split, plus guidance diagnostics on held-out synthesized clips.
 
-    With ``out_dir`` the detections are written there as ``detections.csv`` (AVA format).
+    With ``out_dir`` the detections are written there as ``detections.csv`` (AVA format; rank 0).
+    Collective with ``ctx``: every rank evaluates its share of the clips.
     """
     from stal.data.ava_format import write_ava_csv
 
     metrics: dict = {}
     split = builders.build_test_split(cfg)
-    result, det = evaluate_frame_map(model, split, batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC)
-    if out_dir is not None:
+    result, det = evaluate_frame_map(model, split, batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC,
+                                     ctx=ctx)
+    if out_dir is not None and (ctx is None or ctx.is_main):
         write_ava_csv(os.path.join(out_dir, "detections.csv"), det, score=True)
     metrics.update(frame_mAP=result["frame_mAP"], per_class_AP=result["per_class_AP"])
     if cfg.TRAIN.DATASET == "demo" and cfg.TEST.NUM_ENERGY_CLIPS > 0:
-        metrics.update(_held_out_synthetic(cfg, model))
+        metrics.update(_held_out_synthetic(cfg, model, ctx))
     else:
         metrics["off_target_energy"] = None
     if split.get("files"):
@@ -290,7 +292,7 @@ def test(cfg: CfgNode, model: torch.nn.Module, *, out_dir: str | None) -> dict:
     return metrics
 
 
-def _held_out_synthetic(cfg: CfgNode, model: torch.nn.Module) -> dict:
+def _held_out_synthetic(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext | None) -> dict:
     """Diagnostics on clips synthesized from the training bank with an unseen seed.
 
     ``off_target_energy`` and ``synth_val_accuracy`` use the training distribution (biased
@@ -299,7 +301,7 @@ def _held_out_synthetic(cfg: CfgNode, model: torch.nn.Module) -> dict:
     """
     held_out = builders.build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.TEST.NUM_ENERGY_CLIPS)
     held_out.set_epoch(HELD_OUT_EPOCH)
-    kwargs = dict(batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC, score=cfg.GUIDANCE.SCORE)
+    kwargs = dict(batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC, score=cfg.GUIDANCE.SCORE, ctx=ctx)
     out = evaluate_synthetic(model, held_out, **kwargs)
     held_out.scene_bias = 0.0  # same seed and bank, scenes now independent of the actions
     unbiased = evaluate_synthetic(model, held_out, attribution=False, **kwargs)
@@ -324,9 +326,10 @@ def run(cfg: CfgNode) -> dict:
             metrics.update(train(cfg, model, ctx))
         else:
             load_trained_weights(cfg, model)
-        if cfg.TEST.ENABLE and ctx.is_main:
-            metrics = {**test(cfg, model, out_dir=cfg.OUTPUT_DIR), **metrics}
-            write_json(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), metrics)
+        if cfg.TEST.ENABLE:
+            metrics = {**test(cfg, model, out_dir=cfg.OUTPUT_DIR, ctx=ctx), **metrics}
+            if ctx.is_main:
+                write_json(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), metrics)
         barrier(ctx)
         return metrics if ctx.is_main else {}
     finally:
