@@ -54,7 +54,20 @@ LONG = ("SOLVER.MAX_EPOCH", "4", "SYNTHESIS.CLIPS_PER_EPOCH", "8", "TRAIN.CHECKP
         "TRAIN.CHECKPOINT_KEEP", "2", "MODEL.DROPOUT_RATE", "0.5")
 
 
-def _run_until_first_checkpoint_then_kill(repo_root, out, opts) -> None:
+@pytest.fixture(scope="module")
+def uninterrupted(repo_root, data_root, tmp_path_factory):
+    """Final weights and log of the LONG run without interruption."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root, *LONG)) == 0
+    torch.set_num_threads(before)
+    weights, name = _final_weights(out)
+    assert name == "checkpoint_epoch_00004.pyth"
+    return weights, _log(out)
+
+
+def _run_until_first_checkpoint_then_signal(repo_root, out, opts, sig) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, os.path.join(repo_root, "tools", "train_net.py"), "--cfg",
                              _cfg(repo_root), *opts], cwd=repo_root, env=env,
@@ -65,30 +78,47 @@ def _run_until_first_checkpoint_then_kill(repo_root, out, opts) -> None:
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    proc.send_signal(sig)
+    proc.wait()
+    names = [os.path.basename(p) for p in ckpt.list_checkpoints(ckpt_dir)]
+    assert "checkpoint_epoch_00004.pyth" not in names, f"the run finished before the signal: {names}"
+    return proc
 
 
-def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(repo_root, tmp_path, data_root):
-    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(tmp_path / "full", data_root, *LONG)) == 0
-    full, last_name = _final_weights(tmp_path / "full")
-    assert last_name == "checkpoint_epoch_00004.pyth"
-
-    out = tmp_path / "killed"
-    _run_until_first_checkpoint_then_kill(repo_root, out, _opts(out, data_root, *LONG))
-    names = [os.path.basename(p) for p in ckpt.list_checkpoints(str(out / "checkpoints"))]
-    assert last_name not in names, f"the run finished before the kill: {names}"
-
+def _resume_and_compare(repo_root, out, data_root, uninterrupted) -> None:
     assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root, *LONG)) == 0
     resumed, _ = _final_weights(out)
+    full, ref = uninterrupted
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)
     # The log reads as one run: every iteration once, with the uninterrupted run's losses.
-    log, ref = _log(out), _log(tmp_path / "full")
+    log = _log(out)
     assert [r["iter"] for r in log] == list(range(16))
     for a, b in zip(log, ref):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
     assert not [n for n in os.listdir(out / "checkpoints") if n.startswith(".tmp_")]
+
+
+def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(repo_root, tmp_path, data_root,
+                                                                         uninterrupted):
+    out = tmp_path / "killed"
+    proc = _run_until_first_checkpoint_then_signal(repo_root, out, _opts(out, data_root, *LONG), signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    _resume_and_compare(repo_root, out, data_root, uninterrupted)
+
+
+def test_sigterm_saves_where_it_stops_then_resume_equals_uninterrupted(repo_root, tmp_path, data_root,
+                                                                       uninterrupted):
+    """SIGTERM (a scheduler's preemption): finish the step, save, exit 143; the resume continues there."""
+    out = tmp_path / "terminated"
+    proc = _run_until_first_checkpoint_then_signal(repo_root, out, _opts(out, data_root, *LONG), signal.SIGTERM)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM after iteration" in err and "run the same command to resume" in err
+    stopped_at = int(err.split("after iteration ")[1].split()[0])
+    newest = ckpt.read_checkpoint(ckpt.list_checkpoints(str(out / "checkpoints"))[-1])
+    assert newest["iteration"] == stopped_at and max(r["iter"] for r in _log(out)) == stopped_at - 1
+    _resume_and_compare(repo_root, out, data_root, uninterrupted)
 
 
 def test_foreign_config_is_an_error_unless_allowed(repo_root, tmp_path, data_root, capsys, caplog):

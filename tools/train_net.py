@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
         metrics = run(cfg)
     except StalError as exc:
-        print(f"{prefix}error: {exc}", file=sys.stderr)
-        return 2
+        code = getattr(exc, "exit_code", 2)  # a stop by SIGTERM (resumable) exits with 143
+        print(f"{prefix}{'error: ' if code == 2 else ''}{exc}", file=sys.stderr)
+        return code
     if "frame_mAP" in metrics:
         energy = metrics.get("off_target_energy")
         print(f"frame_mAP {metrics['frame_mAP']:.4f}  off_target_energy "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
 
@@ -28,7 +30,7 @@ from stal.engine.distributed import (DistContext, barrier, broadcast_object, gat
                                      init_distributed, shutdown)
 from stal.engine.evaluate import evaluate_frame_map, evaluate_synthetic
 from stal.engine.outputs import RunLog, write_json
-from stal.engine.trainer import Trainer
+from stal.engine.trainer import PreemptedError, Trainer
 from stal.errors import StalError
 
 logger = logging.getLogger("stal")
@@ -171,6 +173,7 @@ def train(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext | None = None) 
     if cfg.TRAIN.AUTO_RESUME:
         _resume(cfg, ctx, trainer, model, st, iters_per_epoch=ipe)
     loop = _Loop(cfg, ctx, trainer, model, st, loader=loader, iters_per_epoch=ipe)
+    previous = _on_sigterm(lambda *_: setattr(trainer, "stop_requested", True))
     try:
         with logging_redirect_tqdm() if not loop.bar.disable else nullcontext():  # logs above the bar
             for epoch in range(trainer.iteration // ipe, cfg.SOLVER.MAX_EPOCH):
@@ -178,8 +181,16 @@ def train(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext | None = None) 
                     break
     finally:
         loop.close()
+        _on_sigterm(previous)
     return {"epochs": st.history, "evals": st.evals, "best": st.best, "nonfinite_steps": trainer.nonfinite_total,
             "iterations": trainer.iteration}
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM (what schedulers send before killing); returns the previous one."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 class _Loop:
@@ -207,8 +218,16 @@ class _Loop:
             self.log.write(record)
         self.bar.update(1)
         self.bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.3g}")
-        if cfg.TRAIN.CHECKPOINT_ITERS and it % cfg.TRAIN.CHECKPOINT_ITERS == 0 and it % self.ipe and it < self.total:
+        mid_epoch = it % self.ipe and it < self.total
+        if mid_epoch and (self.trainer.should_stop or (cfg.TRAIN.CHECKPOINT_ITERS and it % cfg.TRAIN.CHECKPOINT_ITERS == 0)):
             self.save(checkpoint_name(epoch=it // self.ipe, iteration=it))
+        if mid_epoch and self.trainer.should_stop:
+            self.preempted()
+
+    def preempted(self):
+        it = self.trainer.iteration
+        raise PreemptedError(f"stopped by SIGTERM after iteration {it} (epoch {it / self.ipe:.2f}) with a checkpoint "
+                             f"in {self.cfg.OUTPUT_DIR}/checkpoints; run the same command to resume")
 
     def run_epoch(self, epoch: int) -> bool:
         """Epoch ``epoch`` (0-based) from the trainer's position; False when TRAIN.MAX_ITERS cut it."""
@@ -226,8 +245,10 @@ class _Loop:
         _end_epoch(cfg, self.ctx, self.model, self.st, self.log, epoch=epoch, seconds=time.perf_counter() - tick,
                    iteration=trainer.iteration)
         last = epoch + 1 == cfg.SOLVER.MAX_EPOCH or trainer.iteration >= self.total
-        if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or last:
+        if (epoch + 1) % cfg.TRAIN.CHECKPOINT_PERIOD == 0 or last or trainer.should_stop:
             self.save(checkpoint_name(epoch=epoch + 1))
+        if trainer.should_stop and not last:
+            self.preempted()
         return True
 
     def close(self) -> None:

@@ -29,6 +29,12 @@ class NonFiniteLossError(StalError):
     """Too many optimizer steps in a row had a non-finite loss or gradient."""
 
 
+class PreemptedError(StalError):
+    """The run was asked to stop (SIGTERM) and saved a checkpoint to resume from."""
+
+    exit_code = 143  # 128 + SIGTERM: what schedulers expect of a terminated job
+
+
 def lr_at(iteration: int, *, iters_per_epoch: int, max_epoch: int, policy: str, base_lr: float,
           warmup_epochs: float, warmup_start_lr: float, cosine_end_lr: float,
           steps: Sequence[float] = (), lrs: Sequence[float] = ()) -> float:
@@ -81,6 +87,9 @@ class Trainer:
         self.max_nonfinite, self.ctx = max_nonfinite, ctx
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.iteration, self.nonfinite_in_row, self.nonfinite_total = 0, 0, 0
+        # stop_requested: set by a signal handler on any rank; should_stop: agreed by all ranks
+        # in the same step (it travels in the step's all-reduce).
+        self.stop_requested, self.should_stop = False, False
 
     def run_step(self, micro_batches: list[dict]) -> dict:
         """One optimizer step over ``micro_batches``; returns the rank-averaged record."""
@@ -102,7 +111,9 @@ class Trainer:
         clip = self.clip_grad_norm if self.clip_grad_norm > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip) if self.params else torch.zeros(())
         bad = ~(torch.isfinite(sums["loss"]) & torch.isfinite(grad_norm))
-        record = reduce_mean({**sums, "grad_norm": grad_norm, "nonfinite": bad}, self.ctx)
+        record = reduce_mean({**sums, "grad_norm": grad_norm, "nonfinite": bad,
+                              "stop": float(self.stop_requested)}, self.ctx)
+        self.should_stop = record.pop("stop") > 0
         ok = record["nonfinite"] == 0  # any rank's bad step is every rank's: the same decision
         record["nonfinite"] = 0.0 if ok else 1.0
         if ok:
