@@ -128,16 +128,33 @@ def composite_layers(background: np.ndarray, layers: list[Layer]) -> tuple[np.nd
     the largest visible weight, among weights > 0; on ties the lower source).
     """
     T, H, W, _ = background.shape
-    clip = background.copy()
-    weights = np.zeros((len(layers), T, H, W), np.float32)  # untouched pages stay unallocated
-    best = np.zeros((T, H, W), np.float32)  # visible weight of the current id (exact argmax)
-    ids = np.zeros((T, H, W), np.int16)
+    state = _Canvas(clip=background.copy(),
+                    weights=np.zeros((len(layers), T, H, W), np.float32),  # untouched pages stay unallocated
+                    ids=np.zeros((T, H, W), np.int16))
     for k, layer in enumerate(layers):
         if layer.frames.shape != (T,) or layer.top.shape != (T,) or layer.left.shape != (T,):
             raise ValueError(f"layer {k}: frames/top/left must have shape ({T},)")
+        state.rects.append([])
         for ts, src, top, left in _runs(layer):
-            _paste(clip, weights, best, ids, k, layer.rgba[src], ts, top, left, layer.soft)
-    return clip, Provenance(ids=ids, alpha=weights)
+            _paste(state, k, layer.rgba[src], ts, top, left, layer.soft)
+    return state.clip, Provenance(ids=state.ids, alpha=state.weights)
+
+
+@dataclass
+class _Canvas:
+    """Compositing state. ``best`` (T, H, W) is the visible weight of each voxel's id, needed
+    only once a soft-edged pixel appears (before that it is 1 where ids > 0); ``rects[k]``
+    are layer k's pasted boxes (t0, t1, y0, y1, x0, x1), so a layer only touches the weights
+    of earlier layers it overlaps."""
+
+    clip: np.ndarray
+    weights: np.ndarray
+    ids: np.ndarray
+    best: np.ndarray | None = None
+    rects: list = None
+
+    def __post_init__(self):
+        self.rects = []
 
 
 def _runs(layer: Layer):
@@ -153,47 +170,66 @@ def _runs(layer: Layer):
         yield slice(t0, t1), layer.frames[t0:t1], int(layer.top[t0]), int(layer.left[t0])
 
 
-def _paste(clip: np.ndarray, weights: np.ndarray, best: np.ndarray, ids: np.ndarray, k: int,
-           rgba: np.ndarray, ts: slice, top: int, left: int, soft_edges: bool) -> None:
+def _paste(state: _Canvas, k: int, rgba: np.ndarray, ts: slice, top: int, left: int, soft_edges: bool) -> None:
     """Blend ``rgba`` (n, h, w, 4) into ``clip[ts]`` at (top, left) and update the provenance.
 
-    Opaque pixels are plain copies (masked, no arithmetic); only the soft-edged ones are
-    gathered and blended: most of an actor is opaque, so this is where the time goes.
+    Opaque pixels are plain masked copies; only soft-edged ones are gathered and blended.
+    Each voxel of layer k is written by exactly one run (runs are disjoint in time).
     """
     _, h, w, _ = rgba.shape
+    clip = state.clip
     H, W = clip.shape[1:3]
     y0, y1, sy0, sy1 = _overlap(top, h, H)
     x0, x1, sx0, sx1 = _overlap(left, w, W)
     if y0 >= y1 or x0 >= x1:
         return
+    box = (ts.start, ts.stop, y0, y1, x0, x1)
+    under = [j for j in range(k) if any(_intersects(box, r) for r in state.rects[j])]
+    state.rects[k].append(box)
     patch = rgba[:, sy0:sy1, sx0:sx1]
-    full = 255 if rgba.dtype == np.uint8 else 1.0
     a_raw = patch[..., 3]
-    solid = a_raw == full
+    solid = a_raw == (255 if rgba.dtype == np.uint8 else 1.0)
     fg = patch[..., :3]
     if clip.dtype != rgba.dtype:
-        fg = fg.astype(np.float32) * np.float32(1 / 255) if clip.dtype != np.uint8 else np.rint(fg * 255).astype(np.uint8)
+        fg = fg.astype(np.float32) / np.float32(255) if clip.dtype != np.uint8 else np.rint(fg * 255).astype(np.uint8)
     region = clip[ts, y0:y1, x0:x1]
-    earlier = weights[:k, ts, y0:y1, x0:x1]
-    mine = weights[k, ts, y0:y1, x0:x1]
-    best_r, ids_r = best[ts, y0:y1, x0:x1], ids[ts, y0:y1, x0:x1]
+    mine = state.weights[k, ts, y0:y1, x0:x1]
+    ids_r = state.ids[ts, y0:y1, x0:x1]
     np.copyto(region, fg, where=solid[..., None])
-    np.copyto(earlier, 0.0, where=solid[None])
-    np.copyto(mine, 1.0, where=solid)
-    np.copyto(best_r, 1.0, where=solid)
-    np.copyto(ids_r, k + 1, where=solid)
-    if not soft_edges:
-        return
-    soft = np.nonzero((a_raw != 0) & ~solid)
+    if rgba.dtype == np.uint8:
+        np.divide(a_raw, np.float32(255), out=mine)
+    else:
+        mine[...] = a_raw
+    keep = ~solid
+    for j in under:
+        np.multiply(state.weights[j, ts, y0:y1, x0:x1], keep, out=state.weights[j, ts, y0:y1, x0:x1])
+    # Ids so far are 0..k, so "k+1 where opaque" is a maximum (a fast ufunc, unlike masked copies).
+    np.maximum(ids_r, solid.view(np.int8) * np.int16(k + 1), out=ids_r)
+    if state.best is not None:
+        np.maximum(state.best[ts, y0:y1, x0:x1], solid, out=state.best[ts, y0:y1, x0:x1])
+    if soft_edges:
+        _blend_soft(state, k, under, np.nonzero((a_raw != 0) & ~solid), fg, region, mine, ids_r, (ts, y0, y1, x0, x1))
+
+
+def _intersects(a: tuple, b: tuple) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3] and a[4] < b[5] and b[4] < a[5]
+
+
+def _blend_soft(state: _Canvas, k: int, under: list[int], soft: tuple, fg: np.ndarray, region: np.ndarray,
+                mine: np.ndarray, ids_r: np.ndarray, where: tuple) -> None:
+    """The "over" operator and provenance update on the soft-edged pixels ``soft`` of a region."""
     if soft[0].size == 0:
         return
-    a = a_raw[soft].astype(np.float32) * np.float32(1 / 255 if rgba.dtype == np.uint8 else 1)
+    ts, y0, y1, x0, x1 = where
+    if state.best is None:  # every earlier pixel was opaque: its id's visible weight is 1
+        state.best = (state.ids > 0).astype(np.float32)
+    best_r = state.best[ts, y0:y1, x0:x1]
+    a = mine[soft]
     cover = 1.0 - a
     out = a[:, None] * fg[soft].astype(np.float32) + cover[:, None] * region[soft].astype(np.float32)
-    region[soft] = np.rint(out).astype(np.uint8) if clip.dtype == np.uint8 else out
-    for j in range(k):
-        earlier[j][soft] *= cover
-    mine[soft] = a
+    region[soft] = np.rint(out).astype(np.uint8) if region.dtype == np.uint8 else out
+    for j in under:
+        state.weights[j, ts, y0:y1, x0:x1][soft] *= cover
     # Every earlier weight shrinks by the same factor, so the earlier argmax stays the
     # earlier argmax; the new source wins where its alpha is strictly larger.
     below = best_r[soft] * cover

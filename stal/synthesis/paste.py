@@ -76,7 +76,9 @@ def resize_rgba(rgba: np.ndarray, height: int, width: int, interpolation: str) -
     if interpolation == "nearest":
         ys = ((np.arange(height) + 0.5) * (h / height)).astype(np.int64)
         xs = ((np.arange(width) + 0.5) * (w / width)).astype(np.int64)
-        return rgba[:, ys[:, None], xs[None, :]]
+        # One uint32 per RGBA pixel: the column gather moves 4 bytes per element, not 1.
+        pixels = np.ascontiguousarray(rgba).view(np.uint32)[..., 0]
+        return pixels.take(ys, axis=1).take(xs, axis=2)[..., None].view(np.uint8)
     x = torch.from_numpy(np.ascontiguousarray(rgba)).permute(0, 3, 1, 2).float()
     a = x[:, 3:4] / 255.0
     x = torch.cat([x[:, :3] * a, x[:, 3:4]], 1)
