@@ -38,7 +38,8 @@ def test_steps_policy_needs_matching_steps_and_lrs():
         load_cfg(None, ["SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.STEPS", "[0, 5]", "SOLVER.LRS", "[1.0]"])
     with pytest.raises(ConfigError, match="TRAIN.MIXED_PRECISION"):
         load_cfg(None, ["TRAIN.MIXED_PRECISION", "fp8"])
-    load_cfg(None, ["SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.STEPS", "[0, 5]", "SOLVER.LRS", "[1.0, 0.1]"])
+    load_cfg(None, ["SOLVER.LR_POLICY", "steps_with_relative_lrs", "SOLVER.STEPS", "[0, 5]",
+                    "SOLVER.LRS", "[1.0, 0.1]"])
 
 
 def _steps(world, accum, epoch=3, start=0):
@@ -123,7 +124,8 @@ def test_fp16_inner_gradient_is_scaled(monkeypatch):
     batch = {"clip": torch.randn(2, 3, 4, 16, 16), "rois": torch.tensor([[0, 2, 2, 10, 12], [1, 4, 3, 14, 15.0]]),
              "labels": torch.tensor([0, 2]), "mask": (torch.rand(2, 4, 16, 16) > 0.7).float()}
     seen, real = [], objective_module.gradient_penalty
-    monkeypatch.setattr(objective_module, "gradient_penalty", lambda g, m, spec: seen.append(g.detach()) or real(g, m, spec=spec))
+    monkeypatch.setattr(objective_module, "gradient_penalty",
+                        lambda g, m, spec: seen.append(g.detach()) or real(g, m, spec=spec))
     objective = objective_module.Objective(loss_func="softmax", guidance=GuidanceSpec(score="logit"))
     for dtype, scale in ((None, 1.0), (torch.float16, 1.0), (torch.float16, 256.0)):
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):

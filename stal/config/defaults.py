@@ -14,7 +14,8 @@ _C = CfgNode()
 _C.RNG_SEED = 0
 # Directory for config.yaml, log.jsonl, checkpoints and metrics.json of one run.
 _C.OUTPUT_DIR = "./output"
-# GPUs per machine; 0 trains on the CPU.
+# GPUs per machine; 0 trains on the CPU. Several GPUs: one process per GPU, launched with
+# torchrun --nproc_per_node NUM_GPUS tools/train_net.py ... (docs/training.md).
 _C.NUM_GPUS = 0
 # Log a line to log.jsonl every this many iterations.
 _C.LOG_PERIOD = 10

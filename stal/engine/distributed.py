@@ -10,6 +10,7 @@ beyond "am I rank 0".
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ import torch
 import torch.distributed as dist
 
 from stal.errors import ConfigError, StalError
+
+logger = logging.getLogger("stal")
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def init_distributed(*, num_gpus: int) -> DistContext:
     """Join the torchrun process group (if launched by torchrun) and pick this rank's device.
 
     num_gpus: 0 trains on the CPU (gloo); > 0 uses ``cuda:LOCAL_RANK`` (NCCL): one GPU per
-    process, as torchrun ``--nproc_per_node`` GPUs.
+    process, launched as ``torchrun --nproc_per_node NUM_GPUS``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -55,6 +58,10 @@ def init_distributed(*, num_gpus: int) -> DistContext:
                             f"launch at most that many processes per machine")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
+        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if per_machine < num_gpus and rank == 0:
+            logger.warning("NUM_GPUS is %d but %d process(es) per machine use one GPU each: launch with "
+                           "torchrun --nproc_per_node %d to use them all", num_gpus, per_machine, num_gpus)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         # Evaluation runs on rank 0 while the others wait in a barrier: an AVA validation pass

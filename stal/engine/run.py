@@ -219,7 +219,8 @@ class _Loop:
         self.bar.update(1)
         self.bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.3g}")
         mid_epoch = it % self.ipe and it < self.total
-        if mid_epoch and (self.trainer.should_stop or (cfg.TRAIN.CHECKPOINT_ITERS and it % cfg.TRAIN.CHECKPOINT_ITERS == 0)):
+        periodic = cfg.TRAIN.CHECKPOINT_ITERS and it % cfg.TRAIN.CHECKPOINT_ITERS == 0
+        if mid_epoch and (self.trainer.should_stop or periodic):
             self.save(checkpoint_name(epoch=it // self.ipe, iteration=it))
         if mid_epoch and self.trainer.should_stop:
             self.preempted()
