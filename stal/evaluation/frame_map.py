@@ -613,10 +613,19 @@ class _GroupIndex:
 
 
 def _top_k_per_frame(frame: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-    """(D,) bool: among the rows of each keyframe, the k highest scores (ties: table order)."""
+    """(D,) bool: among the rows of each keyframe, the k highest scores (ties: table order).
+
+    Args:
+        frame: int64 (D,) keyframe key (a timestamp or a (video, timestamp) key).
+        scores: float64 (D,).
+    """
     if k < 0:
         raise ValueError(f"max_dets_per_keyframe must be >= 0, got {k}")
-    order = np.lexsort((-scores, frame))  # lexsort is stable: ties keep table order
+    by_score = np.argsort(-scores, kind="stable")
+    span = int(frame.max() - frame.min()) if len(frame) else 0
+    # Small key ranges (timestamps of one video) sort as int16: a linear radix sort.
+    key = (frame - frame.min()).astype(np.int16) if span < 2**15 else frame
+    order = by_score[np.argsort(key[by_score], kind="stable")]
     sorted_frame = frame[order]
     position = np.arange(len(order)) - np.searchsorted(sorted_frame, sorted_frame, side="left")
     keep = np.zeros(len(frame), dtype=bool)
@@ -625,17 +634,28 @@ def _top_k_per_frame(frame: np.ndarray, scores: np.ndarray, k: int) -> np.ndarra
 
 
 def _top_k_keep_file(path: PathLike, *, vocab: VideoVocab, acc: FrameMapAccumulator, k: int) -> np.ndarray:
-    """First pass over a detection file: bool (rows,) of the rows within the top-k cap."""
-    keys, scores, rows, total = [], [], [], 0
+    """First pass over a detection file: bool (rows,) of the rows within the top-k cap.
+
+    Rows are kept per video (16 bytes a row: timestamp, score, row number), so the ranking
+    runs one video at a time on small arrays instead of one sort of the whole file.
+    """
+    per_video: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    total = 0
     for batch in iter_box_csv(path, vocab=vocab):
         evaluated = np.flatnonzero(acc.class_index(batch.action) >= 0)
-        keys.append(_frame_keys(batch.video[evaluated], batch.timestamp[evaluated]))
-        scores.append(batch.extra[evaluated])
-        rows.append(evaluated + batch.first_row)
+        video = batch.video[evaluated]
+        by_video = np.argsort(video, kind="stable")
+        bounds = np.flatnonzero(np.diff(video[by_video])) + 1
+        for part in np.split(by_video, bounds):
+            if len(part):
+                rows = evaluated[part]
+                per_video.setdefault(int(video[part[0]]), []).append(
+                    (batch.timestamp[rows], batch.extra[rows], (rows + batch.first_row).astype(np.int64)))
         total = batch.first_row + len(batch)
     keep = np.zeros(total, dtype=bool)
-    if rows:
-        keep[np.concatenate(rows)[_top_k_per_frame(np.concatenate(keys), np.concatenate(scores), k)]] = True
+    for code in list(per_video):
+        ts, scores, rows = (np.concatenate(c) for c in zip(*per_video.pop(code)))
+        keep[rows[_top_k_per_frame(ts, scores, k)]] = True
     return keep
 
 
