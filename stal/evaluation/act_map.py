@@ -341,6 +341,10 @@ def read_frame_detections(path: PathLike, *, num_labels: int) -> FrameDetections
 
     if _sniff_columns(path) is None:
         return FrameDetections([], *(np.empty(0, np.int64),) * 2, np.empty((0, 4)), np.empty(0, np.int64), np.empty(0))
+    columnar = _read_columnar(path, num_labels=num_labels)
+    if columnar is not None:
+        return columnar
+    # The line parser names the first bad line (or reads what pyarrow would not).
     videos: dict[str, int] = {}
     rows = []
     for lineno, line in _iter_lines(path):
@@ -349,6 +353,40 @@ def read_frame_detections(path: PathLike, *, num_labels: int) -> FrameDetections
     return FrameDetections(list(videos), video.astype(np.int64), frame.astype(np.int64),
                            np.stack([x1, y1, x2, y2], axis=1).astype(np.float64),
                            label.astype(np.int64), score.astype(np.float64))
+
+
+def _read_columnar(path: PathLike, *, num_labels: int) -> Optional[FrameDetections]:
+    """pyarrow read of a well-formed file; None when any row needs the line parser."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = ["video", "frame", "x1", "y1", "x2", "y2", "label", "score"]
+    types = {"video": pa.dictionary(pa.int32(), pa.string()), "frame": pa.int64(), "label": pa.int64(),
+             **{n: pa.float64() for n in ("x1", "y1", "x2", "y2", "score")}}
+    try:
+        table = pacsv.read_csv(
+            str(path), read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(quote_char=False, double_quote=False, escape_char=False),
+            convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=False))
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if any(table.column(i).null_count for i in range(8)):
+        return None
+    video = table.column("video")
+    codes: dict[str, int] = {}
+    parts = []
+    for chunk in video.chunks:
+        mapping = np.array([codes.setdefault(v, len(codes)) for v in chunk.dictionary.to_pylist()], np.int64)
+        parts.append(mapping[chunk.indices.to_numpy(zero_copy_only=False)])
+    col = {n: table.column(n).to_numpy() for n in names[1:]}
+    boxes = np.stack([col["x1"], col["y1"], col["x2"], col["y2"]], axis=1)
+    ok = (len(boxes) == 0 or (np.isfinite(boxes).all() and (boxes[:, 0] <= boxes[:, 2]).all()
+          and (boxes[:, 1] <= boxes[:, 3]).all() and np.isfinite(col["score"]).all()
+          and col["frame"].min() >= 1 and col["label"].min() >= 0 and col["label"].max() < num_labels))
+    if not ok or any(v != v.strip() or not v for v in codes):
+        return None
+    return FrameDetections(list(codes), np.concatenate(parts) if parts else np.empty(0, np.int64),
+                           col["frame"], boxes, col["label"], col["score"])
 
 
 def _parse_det_row(path, lineno: int, line: str, num_labels: int, videos: dict) -> tuple:
