@@ -1,5 +1,22 @@
-"""Synthesis of training clips with per-voxel provenance."""
+"""Synthesis of training clips with per-voxel provenance (see docs/synthesis.md).
 
-from stal.synthesis.compose import PlacedTube, composite, tube_boxes
+- :mod:`~stal.synthesis.compose`: alpha compositing (``composite`` for the demo, layered
+  ``composite_layers`` for moving / partial sources) and boxes from provenance ids.
+- :mod:`~stal.synthesis.tube_bank`, :mod:`~stal.synthesis.backgrounds`: the on-disk banks.
+- :mod:`~stal.synthesis.placement`: where, when and how large actors appear.
+- :mod:`~stal.synthesis.paste`, :mod:`~stal.synthesis.mixing`: synthesizers
+  (``synth(rng) -> Sample``) and mixers (``mixer(rng, first, second) -> Sample``).
+- :mod:`~stal.synthesis.transforms`: provenance-aligned geometric transforms.
+- :mod:`~stal.synthesis.extraction`, :mod:`~stal.synthesis.tube_sources`: bank building.
+"""
 
-__all__ = ["PlacedTube", "composite", "tube_boxes"]
+from stal.synthesis.compose import Layer, PlacedTube, boxes_from_ids, composite, composite_layers, tube_boxes
+from stal.synthesis.mixing import CuboidMix, CutMix, DifferenceMask, Mixer, MixingSynthesizer, mix_batch
+from stal.synthesis.paste import ArrayBackgrounds, PasteSynthesizer, Synthesizer
+from stal.synthesis.placement import PlacementSpec
+
+BatchMix = CuboidMix  # the paper's name for the cuboid mix of clips
+
+__all__ = ["ArrayBackgrounds", "BatchMix", "CuboidMix", "CutMix", "DifferenceMask", "Layer", "Mixer",
+           "MixingSynthesizer", "PasteSynthesizer", "PlacedTube", "PlacementSpec", "Synthesizer",
+           "boxes_from_ids", "composite", "composite_layers", "mix_batch", "tube_boxes"]

@@ -103,7 +103,7 @@ class PasteSynthesizer:
     def __init__(self, *, tubes: TubeSource, backgrounds: BackgroundSource, placement: PlacementSpec,
                  num_frames: int, height: int, width: int, num_classes: int, multi_label: bool = False,
                  edge: str = "hard", feather_radius: int = 2, colour_match: float = 0.0,
-                 interpolation: str = "bilinear", clip_dtype: str = "float32"):
+                 interpolation: str = "nearest", clip_dtype: str = "float32"):
         if edge not in EDGES:
             raise ValueError(f"edge {edge!r}: expected one of {EDGES}")
         if interpolation not in INTERPOLATIONS:
