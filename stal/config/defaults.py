@@ -202,58 +202,6 @@ _C.SYNTHESIS.MIX_DURATION_MAX = 1.0
 _C.SYNTHESIS.HFLIP_PROB = 0.0
 # Random resized crop of the whole clip: smallest area fraction (1.0: off).
 _C.SYNTHESIS.CROP_SCALE_MIN = 1.0
-# Tube bank directory (data_prep/build_tube_bank.py) for TRAIN.DATASET "synthesis"; "" uses
-# the demo's procedural actors (DEMO.SEED), generated in memory.
-_C.SYNTHESIS.TUBE_BANK = ""
-# Background bank directory (data_prep/build_background_bank.py); "" uses demo scenes.
-_C.SYNTHESIS.BACKGROUND_BANK = ""
-# Actor height (tallest per-frame box of the tube) as a fraction of the clip height: range.
-_C.SYNTHESIS.SCALE_MIN = 0.3
-_C.SYNTHESIS.SCALE_MAX = 0.6
-# Actor trajectory: "static" or "linear" (constant drift of up to MAX_DRIFT of the frame).
-_C.SYNTHESIS.TRAJECTORY = "static"
-# Largest drift over a clip, as a fraction of the frame size (linear trajectories).
-_C.SYNTHESIS.MAX_DRIFT = 0.2
-# Probability that an actor enters or leaves mid-clip (visible for a random run of frames).
-_C.SYNTHESIS.PARTIAL_PROB = 0.0
-# Keep every actor's canvas inside the frame (False: up to half of it may leave the frame).
-_C.SYNTHESIS.KEEP_INSIDE = True
-# Probability of mirroring an actor horizontally.
-_C.SYNTHESIS.FLIP_PROB = 0.5
-# Draw order: "random" or "depth" (actors whose feet are lower are in front).
-_C.SYNTHESIS.OCCLUSION = "random"
-# A tube longer than the clip is an error (True) instead of a random temporal crop (False).
-_C.SYNTHESIS.STRICT_LENGTH = False
-# Edge treatment: "hard" (the tube's alpha as is) or "feather" (alpha softened inwards).
-_C.SYNTHESIS.EDGE = "hard"
-# Width of the feathered edge in pixels (EDGE "feather").
-_C.SYNTHESIS.FEATHER_RADIUS = 2
-# Strength 0..1 of matching the actor's colour statistics to the background under it (0: off).
-_C.SYNTHESIS.COLOUR_MATCH = 0.0
-# Tube resizing: "nearest" (exact source pixels, fastest) or "bilinear" (premultiplied).
-_C.SYNTHESIS.INTERPOLATION = "bilinear"
-# Tube labels as multi-hot (AVA-style, several actions per actor) instead of one class each.
-_C.SYNTHESIS.MULTI_LABEL = False
-# Background crop window: at least this fraction of the largest window with the clip's aspect.
-_C.SYNTHESIS.BACKGROUND_MIN_SCALE = 0.8
-# Probability of a slow synthetic camera motion (pan/zoom) of a background clip.
-_C.SYNTHESIS.CAMERA_MOTION_PROB = 0.0
-# Largest pan over a clip (fraction of the crop window) and relative zoom change.
-_C.SYNTHESIS.CAMERA_PAN = 0.1
-_C.SYNTHESIS.CAMERA_ZOOM = 0.1
-# Mix two synthesized clips: "none", "cutmix" (a rectangle in every frame) or "batchmix"
-# (a spatio-temporal cuboid); the mixed sample has two sources (see docs/synthesis.md).
-_C.SYNTHESIS.MIXER = "none"
-# Area range of the mixed rectangle / cuboid (fraction of the frame).
-_C.SYNTHESIS.MIX_AREA_MIN = 0.1
-_C.SYNTHESIS.MIX_AREA_MAX = 0.5
-# Duration range of the BatchMix cuboid (fraction of the clip's frames).
-_C.SYNTHESIS.MIX_DURATION_MIN = 0.5
-_C.SYNTHESIS.MIX_DURATION_MAX = 1.0
-# Horizontal flip probability of the provenance-aligned transforms (whole clip).
-_C.SYNTHESIS.HFLIP_PROB = 0.0
-# Random resized crop of the whole clip: smallest area fraction (1.0: off).
-_C.SYNTHESIS.CROP_SCALE_MIN = 1.0
 
 # ------------------------------------------------------------------------- guidance
 _C.GUIDANCE = CfgNode()
