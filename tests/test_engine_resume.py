@@ -189,3 +189,36 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(repo_root, tmp_path, dat
     state = ckpt.read_checkpoint(str(out / "checkpoints" / "checkpoint_epoch_00001.pyth"))
     assert state["train_state"]["nonfinite_total"] == 1
     assert all(torch.isfinite(v).all() for v in state["model_state"].values())
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(repo_root, tmp_path, data_root, capsys):
+    """A directory of unreadable checkpoints (e.g. another program's) is never silently overwritten."""
+    out = tmp_path / "run"
+    os.makedirs(out / "checkpoints")
+    (out / "checkpoints" / "checkpoint_epoch_00003.pyth").write_bytes(b"something else")
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root)) == 2
+    err = capsys.readouterr().err
+    assert "none of the 1 checkpoints" in err and "move them away or use another OUTPUT_DIR" in err
+    assert os.listdir(out / "checkpoints") == ["checkpoint_epoch_00003.pyth"]
+
+
+def test_resume_from_a_checkpoint_of_the_first_format(repo_root, tmp_path, data_root):
+    """Checkpoints written before this format (numpy RNG tuple, no sampler/scaler state) still
+    resume exactly: loaded with weights_only=True, numpy arrays allowed as data."""
+    import numpy as np
+
+    out = tmp_path / "run"
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root)) == 0
+    reference, _ = _final_weights(out)
+    first, second = ckpt.list_checkpoints(str(out / "checkpoints"))
+    new = ckpt.read_checkpoint(first)
+    n = new["rng"][0]["numpy"]
+    rng = dict(new["rng"][0], numpy=("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                                     n["gauss"]))
+    torch.save({k: new[k] for k in ("epoch", "iteration", "model_state", "optimizer_state", "cfg")} | {"rng": rng},
+               first)
+    os.unlink(second)
+    assert train_net.main(["--cfg", _cfg(repo_root)] + _opts(out, data_root)) == 0
+    weights, _ = _final_weights(out)
+    for key in reference:
+        torch.testing.assert_close(weights[key], reference[key], rtol=0, atol=1e-6)

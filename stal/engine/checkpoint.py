@@ -35,6 +35,8 @@ from stal.errors import ConfigError, StalError
 logger = logging.getLogger("stal")
 _PATTERN = re.compile(r"checkpoint_epoch_(\d{5})(?:_iter_(\d{8}))?\.pyth$")
 BEST_NAME = "checkpoint_best.pyth"
+_NUMPY_ARRAYS = [(getattr(np, "_core", None) or np.core).multiarray._reconstruct, np.ndarray, np.dtype,
+                 type(np.dtype(np.uint32))]
 _TMP_PREFIX = ".tmp_"
 # Keys that change where or how often things are written, not the trained weights: a resumed
 # run may differ from the checkpoint's config in these without TRAIN.ALLOW_CONFIG_CHANGE.
@@ -134,7 +136,9 @@ def save_checkpoint(directory: str, state: dict, *, name: str, keep: int) -> str
 def read_checkpoint(path: str) -> dict:
     """The checkpoint dict at ``path`` (CPU tensors); CheckpointError if missing, truncated or foreign."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # Checkpoints of stal before this format hold numpy arrays (random states): allowed as data.
+        with torch.serialization.safe_globals(_NUMPY_ARRAYS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except Exception as exc:  # truncated zip, pickle errors, disallowed globals: all "unreadable"
@@ -142,20 +146,36 @@ def read_checkpoint(path: str) -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(state, dict) or "model_state" not in state:
         raise CheckpointError(f"{path} is not a stal checkpoint (no 'model_state')")
-    return state
+    return _upgrade(state)
+
+
+def _upgrade(state: dict) -> dict:
+    """A checkpoint of the first format (epoch ends only, one process, numpy RNG tuple) in this one."""
+    if "train_state" in state or "optimizer_state" not in state:  # current, or weights only (best)
+        return state
+    rng = dict(state["rng"])
+    _, key, pos, has_gauss, gauss = rng["numpy"]
+    rng["numpy"] = {"key": torch.from_numpy(np.asarray(key, np.int64)), "pos": int(pos),
+                    "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return {**state, "rng": [rng], "scaler_state": {}, "iters_per_epoch": None, "train_state": {}}
 
 
 def load_newest(directory: str) -> tuple[str, dict] | None:
     """(path, state) of the newest readable checkpoint in ``directory``, or None if there is none.
 
     An unreadable newest file (truncated by a full disk outside our atomic save, a bad copy)
-    is skipped with a warning and the previous one is used.
+    is skipped with a warning and the previous one is used. If there are checkpoints but none
+    can be read, that is an error: starting afresh would prune them.
     """
-    for path in reversed(list_checkpoints(directory)):
+    paths = list_checkpoints(directory)
+    for path in reversed(paths):
         try:
             return path, read_checkpoint(path)
         except CheckpointError as exc:
             logger.warning("%s; falling back to the previous checkpoint", exc)
+    if paths:
+        raise CheckpointError(f"none of the {len(paths)} checkpoints in {directory} can be read (see the "
+                              f"warnings above); move them away or use another OUTPUT_DIR to start afresh")
     return None
 
 

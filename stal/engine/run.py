@@ -109,12 +109,13 @@ def _resume(cfg: CfgNode, ctx: DistContext, trainer: Trainer, model, st: TrainSt
         return
     state = found[1] if ctx.is_main else read_checkpoint(path)
     check_resume_config(state, cfg, path=path, defaults=get_cfg(), allow=cfg.TRAIN.ALLOW_CONFIG_CHANGE)
-    if state["iters_per_epoch"] != iters_per_epoch and not cfg.TRAIN.ALLOW_CONFIG_CHANGE:
+    if state["iters_per_epoch"] not in (None, iters_per_epoch) and not cfg.TRAIN.ALLOW_CONFIG_CHANGE:
         raise StalError(f"{path} has {state['iters_per_epoch']} iterations per epoch, this run "
                         f"{iters_per_epoch}: the training set or TRAIN.BATCH_SIZE changed")
     load_model_weights(model, state, path=path)
     trainer.optimizer.load_state_dict(state["optimizer_state"])
-    trainer.scaler.load_state_dict(state["scaler_state"])
+    if state["scaler_state"]:  # empty: written without fp16 (or by the first checkpoint format)
+        trainer.scaler.load_state_dict(state["scaler_state"])
     trainer.iteration = state["iteration"]
     st.load(state["train_state"])
     trainer.nonfinite_total = st.nonfinite_total
