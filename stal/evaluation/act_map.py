@@ -167,11 +167,13 @@ def _match_frames(det: FrameDetections, rows: np.ndarray, gt: dict, threshold: f
     """TP flags (len(rows),) of detections ``rows`` visited in that (rank) order."""
     is_tp = np.zeros(len(rows), dtype=bool)
     remaining = {k: np.ones(len(v), dtype=bool) for k, v in gt.items()}
-    for i, r in enumerate(rows.tolist()):
+    # Only detections on frames with ground truth can be TPs: find them without a loop.
+    gt_keys = np.array([(v << 32) | f for v, f in gt if isinstance(v, int)], dtype=np.int64)
+    on_gt = np.isin((det.video[rows] << 32) | det.frame[rows], gt_keys)
+    for i in np.flatnonzero(on_gt).tolist():
+        r = int(rows[i])
         key = (int(det.video[r]), int(det.frame[r]))
-        boxes = gt.get(key)
-        if boxes is None:
-            continue
+        boxes = gt[key]
         ious = iou2d_plus1(boxes, det.boxes[r])
         free = remaining[key]
         if fall_back:  # ACT deletes matched boxes: argmax over the remaining ones
@@ -193,16 +195,29 @@ def _match_frames(det: FrameDetections, rows: np.ndarray, gt: dict, threshold: f
 # ----------------------------------------------------------------------------------------
 
 
+def iou_matrix_plus1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M, N) IoU (+1 pixel convention) of boxes a (M, 4) and b (N, 4), same formula as iou2d_plus1."""
+    a, b = a[:, None, :], b[None, :, :]
+    w = np.maximum(0.0, np.minimum(a[..., 2] + 1, b[..., 2] + 1) - np.maximum(a[..., 0], b[..., 0]))
+    h = np.maximum(0.0, np.minimum(a[..., 3] + 1, b[..., 3] + 1) - np.maximum(a[..., 1], b[..., 1]))
+    overlap = w * h
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    return overlap / (area_a + area_b - overlap)
+
+
 def nms_boxes(boxes: np.ndarray, scores: np.ndarray, *, overlap: float, top_k: int) -> np.ndarray:
     """Indices kept by greedy NMS (+1 IoU; suppress IoU > overlap), best first, at most top_k."""
-    order = list(np.argsort(-scores, kind="stable"))
+    order = np.argsort(-scores, kind="stable")
+    ious = iou_matrix_plus1(boxes[order], boxes[order])  # one matrix, then a cheap greedy pass
+    alive = np.ones(len(order), dtype=bool)
     keep = []
-    while order and len(keep) < top_k:
-        i = order.pop(0)
-        keep.append(i)
-        if order:
-            ious = iou2d_plus1(boxes[order], boxes[i])
-            order = [j for j, o in zip(order, ious) if o <= overlap]
+    for i in range(len(order)):
+        if alive[i]:
+            keep.append(order[i])
+            if len(keep) == top_k:
+                break
+            alive &= ious[i] <= overlap
     return np.array(keep, dtype=np.int64)
 
 
@@ -215,39 +230,38 @@ def link_tubes(frames: dict[int, tuple[np.ndarray, np.ndarray]], num_frames: int
         num_frames: frames of the video.
 
     Returns:
-        [(tube float32 (L, 6) rows ``frame, x1, y1, x2, y2, score``, tube score)].
+        [(tube float32 (L, 6) rows ``frame, x1, y1, x2, y2, score``, tube score)], the tube
+        score being the mean of its detections' scores.
     """
-    current: list[list[tuple[int, np.ndarray]]] = []  # each item: (frame, [x1,y1,x2,y2,score])
+    current: list[dict] = []  # {"rows": [(frame, x1, y1, x2, y2, score)], "sum": float}
     finished = []
-    mean_score = lambda t: float(np.mean([d[-1] for _, d in t]))  # noqa: E731
     for frame in range(1, num_frames + 1):
         boxes, scores = frames.get(frame, (np.empty((0, 4)), np.empty(0)))
         keep = nms_boxes(boxes, scores, overlap=0.6, top_k=10) if len(scores) else np.empty(0, np.int64)
-        dets = [np.append(boxes[k], scores[k]) for k in keep]
-        order = np.argsort([-mean_score(t) for t in current], kind="stable")
-        current = [current[i] for i in order]
+        boxes, scores = boxes[keep], scores[keep]
+        current.sort(key=lambda t: -t["sum"] / len(t["rows"]))  # stable: ties keep age order
+        free = np.ones(len(keep), dtype=bool)
+        ious = (iou_matrix_plus1(np.array([t["rows"][-1][1:5] for t in current]), boxes)
+                if current and len(keep) else np.zeros((len(current), len(keep))))
         still = []
-        for tube in current:
-            last = tube[-1][1]
-            if dets:
-                ious = iou2d_plus1(np.array([d[:4] for d in dets]), last[:4])
-                valid = np.flatnonzero(ious >= 0.2)
-            else:
-                valid = np.empty(0, np.int64)
-            if len(valid):
-                pick = valid[np.argmax([dets[v][-1] for v in valid])]
-                tube.append((frame, dets.pop(pick)))
+        for tube, row in zip(current, ious):
+            valid = np.flatnonzero(free & (row >= 0.2))
+            if len(valid):  # the best-scoring valid detection (first on ties)
+                pick = valid[np.argmax(scores[valid])]
+                free[pick] = False
+                tube["rows"].append((frame, *boxes[pick], scores[pick]))
+                tube["sum"] += scores[pick]
                 still.append(tube)
             else:
                 finished.append(tube)  # K = 1: a tube without a match ends
-        current = still + [[(frame, d)] for d in dets]
+        current = still + [{"rows": [(frame, *boxes[i], scores[i])], "sum": scores[i]}
+                           for i in np.flatnonzero(free)]
     output = []
     for tube in finished + current:
-        score = mean_score(tube)
-        if score < min_score or len(tube) < min_length:
+        score = float(np.mean([r[-1] for r in tube["rows"]]))
+        if score < min_score or len(tube["rows"]) < min_length:
             continue
-        out = np.array([[f, *d] for f, d in tube], dtype=np.float32)
-        output.append((out, score))
+        output.append((np.array(tube["rows"], dtype=np.float32), score))
     return output
 
 
@@ -433,4 +447,5 @@ def act_evaluate_files(gt_pkl: PathLike, det_csv: PathLike, *, split: int = 1, p
 
 
 __all__ = ["FrameDetections", "act_ap", "act_evaluate_files", "act_frame_map", "act_video_map",
-           "iou2d_plus1", "iou3dt", "link_tubes", "nms3dt", "nms_boxes", "read_frame_detections"]
+           "iou2d_plus1", "iou3dt", "iou_matrix_plus1", "link_tubes", "nms3dt", "nms_boxes",
+           "read_frame_detections"]
