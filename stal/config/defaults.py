@@ -156,6 +156,7 @@ _C.SYNTHESIS.TUBE_BANK = ""
 _C.SYNTHESIS.BACKGROUND_BANK = ""
 # Actor height (tallest per-frame box of the tube) as a fraction of the clip height: range.
 _C.SYNTHESIS.SCALE_MIN = 0.3
+# Largest actor height, same units as SCALE_MIN.
 _C.SYNTHESIS.SCALE_MAX = 0.6
 # Actor trajectory: "static" or "linear" (constant drift of up to MAX_DRIFT of the frame).
 _C.SYNTHESIS.TRAJECTORY = "static"
@@ -186,17 +187,20 @@ _C.SYNTHESIS.MULTI_LABEL = False
 _C.SYNTHESIS.BACKGROUND_MIN_SCALE = 0.8
 # Probability of a slow synthetic camera motion (pan/zoom) of a background clip.
 _C.SYNTHESIS.CAMERA_MOTION_PROB = 0.0
-# Largest pan over a clip (fraction of the crop window) and relative zoom change.
+# Largest pan of the crop window over a clip, as a fraction of the window size.
 _C.SYNTHESIS.CAMERA_PAN = 0.1
+# Largest relative change of the crop window's size over a clip (zoom in or out).
 _C.SYNTHESIS.CAMERA_ZOOM = 0.1
 # Mix two synthesized clips: "none", "cutmix" (a rectangle in every frame) or "batchmix"
 # (a spatio-temporal cuboid); the mixed sample has two sources (see docs/synthesis.md).
 _C.SYNTHESIS.MIXER = "none"
-# Area range of the mixed rectangle / cuboid (fraction of the frame).
+# Smallest area of the mixed rectangle / cuboid (fraction of the frame).
 _C.SYNTHESIS.MIX_AREA_MIN = 0.1
+# Largest area of the mixed rectangle / cuboid (fraction of the frame).
 _C.SYNTHESIS.MIX_AREA_MAX = 0.5
-# Duration range of the BatchMix cuboid (fraction of the clip's frames).
+# Shortest BatchMix cuboid (fraction of the clip's frames).
 _C.SYNTHESIS.MIX_DURATION_MIN = 0.5
+# Longest BatchMix cuboid (fraction of the clip's frames).
 _C.SYNTHESIS.MIX_DURATION_MAX = 1.0
 # Horizontal flip probability of the provenance-aligned transforms (whole clip).
 _C.SYNTHESIS.HFLIP_PROB = 0.0
