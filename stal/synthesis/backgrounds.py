@@ -97,14 +97,14 @@ def read_video_frames(path: str, indices: np.ndarray, *, backend: str = "auto") 
                 raise DataError(f"cannot decode video {path}: {exc}") from None
     from stal.data.video_io import decode_with_times
 
-    wanted, out = set(int(i) for i in indices), {}
+    wanted, out, i = set(int(i) for i in indices), {}, -1
     for i, (_, frame) in enumerate(decode_with_times(path)):
         if i in wanted:
             out[i] = frame
         if i >= int(indices.max()):
             break
     if len(out) < len(wanted):
-        raise DataError(f"{path}: has {i + 1 if out or wanted else 0} decodable frames, "
+        raise DataError(f"{path}: has {i + 1} decodable frames, "
                         f"frame {int(indices.max())} was asked for")
     return np.stack([out[int(i)] for i in indices])
 
@@ -195,6 +195,7 @@ class BackgroundBank:
             raise DataError(f"{self.index_path}: the bank has no backgrounds")
         self.min_scale, self.motion, self.backend = min_scale, motion, backend
         self._plates: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._listings: dict[str, list[str]] = {}
         self.cache_size = cache_size
 
     def __len__(self) -> int:
@@ -217,7 +218,9 @@ class BackgroundBank:
         idx = np.minimum(np.arange(start, start + num_frames), entry["stop"] - 1)
         if entry["kind"] == "video":
             return read_video_frames(path, idx, backend=self.backend)
-        files = list_frames(path)
+        if path not in self._listings:  # a folder's listing is read once, not per clip
+            self._listings[path] = list_frames(path)
+        files = self._listings[path]
         if entry["stop"] > len(files):
             raise DataError(f"{self.index_path}: {path} has {len(files)} frames, the index says stop={entry['stop']}")
         return np.stack([read_image(files[j]) for j in idx])
