@@ -146,6 +146,14 @@ def test_variants_match_loop(seed: int, tmp_path: Path, monkeypatch: pytest.Monk
         assert in_memory["per_class_AP"] == got["per_class_AP"]
 
 
+def test_class_with_detections_but_no_ground_truth_is_excluded() -> None:
+    gt = _table([("v", 902, *A, 1, 0)])
+    det = _table([("v", 902, *A, 1, 0.9), ("v", 902, *B, 2, 0.95), ("v", 902, *A, 2, 0.5)])
+    result = ava_frame_map(gt, det, {1: "a", 2: "b"})
+    assert result["per_class_AP"] == {"1": 1.0, "2": None} and result["frame_mAP"] == 1.0
+    assert result["num_det"] == {"1": 1, "2": 2}
+
+
 def test_ignore_empty_frames_and_top_k_by_hand() -> None:
     gt = _table([("v", 902, *A, 1, 0)])
     det = _table([("v", 903, *A, 1, 0.9), ("v", 902, *A, 1, 0.8)])  # the FP ranks first
