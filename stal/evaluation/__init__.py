@@ -1,4 +1,13 @@
-"""Evaluation metrics: AVA frame-mAP (official semantics, vectorised, streaming)."""
+"""Evaluation metrics (docs/evaluation.md).
+
+* :mod:`stal.evaluation.frame_map`: AVA frame-mAP, official semantics, streaming and vectorised
+  (CSV reader in :mod:`stal.evaluation.fast_csv`).
+* :mod:`stal.evaluation.act_map`: UCF101-24 / JHMDB frame-mAP and video-mAP (ACT; YOWO variant).
+* :mod:`stal.evaluation.wsol`: MaxBoxAccV2, GT-known / Top-1 Loc, PxAP.
+* :mod:`stal.evaluation.attribution`: input-gradient diagnostics.
+
+Only the AVA functions are imported here; the other modules load on first use.
+"""
 
 from stal.evaluation.frame_map import (
     ava_frame_map,
