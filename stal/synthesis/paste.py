@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stal.errors import DataError
 from stal.structures import Sample, clip_as_float
 from stal.synthesis.compose import Layer, boxes_from_ids, composite_layers, layer_footprint
 from stal.synthesis.edges import feather_alpha, match_colour
@@ -115,6 +116,10 @@ class PasteSynthesizer:
         self.num_classes, self.multi_label = num_classes, multi_label
         self.edge, self.feather_radius, self.colour_match = edge, feather_radius, colour_match
         self.interpolation, self.clip_dtype = interpolation, clip_dtype
+        classes = getattr(tubes, "classes", None)
+        if classes is not None and len(classes) > num_classes:
+            raise DataError(f"{getattr(tubes, 'root', 'tube bank')}: {len(classes)} classes {list(classes)}, "
+                            f"but the model predicts {num_classes} (MODEL.NUM_CLASSES)")
         self._soft: dict[int, bool] = {}
         root = getattr(tubes, "root", "")
         self._meta = [(e["frames"], e["height"], e["width"], e.get("actor_height", e["height"]),
@@ -163,7 +168,7 @@ class PasteSynthesizer:
 
     def _labels(self, labels: list[list[int]]) -> np.ndarray:
         if not self.multi_label:
-            return np.array([lab[0] if lab else -1 for lab in labels], np.int64)
+            return np.array([lab[0] for lab in labels], np.int64)
         hot = np.zeros((len(labels), self.num_classes), np.float32)
         for k, lab in enumerate(labels):
             hot[k, lab] = 1.0

@@ -182,6 +182,8 @@ class TubeBankWriter:
         """Queue one tube (rgb uint8 (T, h, w, 3), alpha uint8 (T, h, w)) of the current input."""
         where = f"tube from {source.get('input', '?')}"
         validate_tube(rgb, alpha, where)
+        if not labels:
+            raise DataError(f"{where}: a tube needs at least one label")
         for label in labels:
             if not 0 <= label < len(self.index["classes"]):
                 raise DataError(f"{where}: label {label} outside the bank's {len(self.index['classes'])} classes")
