@@ -9,7 +9,10 @@ keys onto these kwargs. Every builder accepts ``num_classes`` plus the RoI-head 
     double_backward: bool = True                differentiable RoIAlign (exact guidance);
                                                 False: torchvision's first-order kernel
 
-and the backbone kwargs listed in its own docstring. Boxes are input pixels throughout.
+and the backbone kwargs listed in its own docstring (the image models' CAM head takes the same
+head kwargs). Boxes are input pixels throughout. ``*_tiny`` entries are small variants for
+tests; ``DEFAULT_INPUTS`` gives each name's intended (frames, crop size). ``build_detector``
+adds ``mil_pooling`` (weak supervision, :mod:`stal.models.mil`). See docs/models.md.
 """
 
 from __future__ import annotations
