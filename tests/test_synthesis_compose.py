@@ -21,9 +21,9 @@ def _random_layer(rng, T, H, W, dtype):
     frames = rng.integers(-1, n, T)
     top = rng.integers(-h, H, T) if rng.uniform() < 0.5 else np.full(T, rng.integers(-h, H))
     left = rng.integers(-w, W, T)
-    # Half of the uint8 layers carry the contiguous rgb copy that takes the fast opaque path.
-    rgb = np.ascontiguousarray(rgba[..., :3]) if dtype == np.uint8 and rng.uniform() < 0.5 else None
-    return Layer(rgba=rgba, frames=frames, top=top, left=left, rgb=rgb)
+    if rng.uniform() < 0.5:  # a flipped view: non-contiguous source pixels
+        rgba = rgba[:, :, ::-1]
+    return Layer(rgba=rgba, frames=frames, top=top, left=left)
 
 
 def _naive(background, layers):

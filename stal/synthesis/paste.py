@@ -91,18 +91,6 @@ def resize_rgba(rgba: np.ndarray, height: int, width: int, interpolation: str) -
     return out.permute(0, 2, 3, 1).numpy()
 
 
-def resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest resize of uint8 (n, h, w, 3) to (n, height, width, 3), the same pixel map as
-    :func:`resize_rgba`'s "nearest"; pixels move as 3-byte items."""
-    n, h, w, _ = rgb.shape
-    if (h, w) == (height, width):
-        return rgb
-    ys = ((np.arange(height) + 0.5) * (h / height)).astype(np.int64)
-    xs = ((np.arange(width) + 0.5) * (w / width)).astype(np.int64)
-    pixels = np.ascontiguousarray(rgb).view("V3")[..., 0]
-    return pixels.take(ys, axis=1).take(xs, axis=2)[..., None].view(np.uint8)
-
-
 class PasteSynthesizer:
     """Actor tubes pasted over a background clip; ``synth(rng) -> Sample``.
 
@@ -159,12 +147,8 @@ class PasteSynthesizer:
         first = int(used.min())
         last = int(used.max()) + 1
         rgba = resize_rgba(tube.rgba[first:last], p.height, p.width, self.interpolation)
-        rgb = None
-        if self.interpolation == "nearest" and self.edge == "hard" and self.colour_match <= 0 and tube.rgb is not None:
-            rgb = resize_rgb(tube.rgb[first:last], p.height, p.width)
         if p.flip:
             rgba = rgba[:, :, ::-1]
-            rgb = None if rgb is None else rgb[:, :, ::-1]
         if self.edge == "feather":
             rgba = feather_alpha(rgba, self.feather_radius)
         # Nearest resizing and flips keep a hard (0/255) mask hard; the soft pass is then skipped.
@@ -175,7 +159,7 @@ class PasteSynthesizer:
             y0, x0 = max(int(p.top[t]), 0), max(int(p.left[t]), 0)
             ref = background[t, y0:y0 + p.height, x0:x0 + p.width]
             rgba = match_colour(rgba, ref, self.colour_match)
-        return Layer(rgba=rgba, frames=frames, top=p.top, left=p.left, soft=soft, rgb=rgb)
+        return Layer(rgba=rgba, frames=frames, top=p.top, left=p.left, soft=soft)
 
     def _soft_alpha(self, index: int, tube: Tube) -> bool:
         if index not in self._soft:

@@ -49,11 +49,6 @@ class Tube:
     actor_height: int
     path: str
     source: dict = field(default_factory=dict)
-    rgb: np.ndarray | None = None  # uint8 (T, h, w, 3) contiguous copy of rgba[..., :3] (fast paste)
-
-    def __post_init__(self):
-        if self.rgb is None:
-            self.rgb = np.ascontiguousarray(self.rgba[..., :3])
 
 
 def alpha_boxes(alpha: np.ndarray) -> np.ndarray:
