@@ -39,6 +39,17 @@ def columnar(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fast_csv, "SMALL_FILE_BYTES", 0)
 
 
+# The readers: (SMALL_FILE_BYTES, PARALLEL_CHUNK_BYTES) of the line parser, pyarrow's
+# streaming reader, read_csv on 64 MB ranges, and on 300-byte ranges (many line-aligned cuts).
+READERS = {"line": (1 << 20, 64 << 20), "stream": (0, 0), "chunks": (0, 64 << 20), "tiny-chunks": (0, 300)}
+
+
+def _use_reader(monkeypatch: pytest.MonkeyPatch, reader: str) -> None:
+    small, chunk = READERS[reader]
+    monkeypatch.setattr(fast_csv, "SMALL_FILE_BYTES", small)
+    monkeypatch.setattr(fast_csv, "PARALLEL_CHUNK_BYTES", chunk)
+
+
 def _random_rows(seed: int, *, distinct_scores: bool) -> tuple[list, list, dict, set]:
     """Ground truth and detections on a few keyframes: hits, near misses, duplicates."""
     rng = np.random.default_rng(seed)
@@ -180,11 +191,12 @@ def test_timestamps_padded_or_not_seven_columns_and_label_id(
     assert result["per_class_AP"] == {"1": 1.0} and result["num_det"] == {"1": 2}
 
 
-def test_reader_blocks_equal_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("reader", ["stream", "chunks", "tiny-chunks"])
+def test_reader_blocks_equal_whole_file(reader: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gt, det, labelmap, excluded = _random_rows(1, distinct_scores=False)
     p = _write(tmp_path, gt, det, labelmap, excluded)
     whole = fast_csv.read_box_csv(p["det.csv"], vocab=fast_csv.VideoVocab())  # line parser (small file)
-    monkeypatch.setattr(fast_csv, "SMALL_FILE_BYTES", 0)
+    _use_reader(monkeypatch, reader)
     blocks = list(fast_csv.iter_box_csv(p["det.csv"], vocab=fast_csv.VideoVocab(), block_bytes=512))
     assert len(blocks) > 3 and [b.first_row for b in blocks] == list(np.cumsum([0] + [len(b) for b in blocks[:-1]]))
     joined = fast_csv.BoxBatch.concatenate(blocks)
@@ -204,11 +216,11 @@ BAD_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("small_file_bytes", [0, 1 << 20])  # pyarrow, then the line parser
+@pytest.mark.parametrize("reader", list(READERS))
 @pytest.mark.parametrize("bad, message", BAD_ROWS)
-def test_bad_row_names_file_and_line(bad: str, message: str, small_file_bytes: int, tmp_path: Path,
+def test_bad_row_names_file_and_line(bad: str, message: str, reader: str, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fast_csv, "SMALL_FILE_BYTES", small_file_bytes)
+    _use_reader(monkeypatch, reader)
     good = "v,0902,0.1,0.1,0.4,0.5,1,0.5\n"
     path = tmp_path / "det.csv"
     # the bad row sits in a later block, after a blank line: the line number must count it
