@@ -23,6 +23,8 @@ def _random_layer(rng, T, H, W, dtype):
     left = rng.integers(-w, W, T)
     if rng.uniform() < 0.5:  # a flipped view: non-contiguous source pixels
         rgba = rgba[:, :, ::-1]
+    if rng.uniform() < 0.3:  # channels not contiguous (as a permuted torch tensor's numpy view)
+        rgba = np.moveaxis(np.ascontiguousarray(np.moveaxis(rgba, -1, 0)), 0, -1)
     return Layer(rgba=rgba, frames=frames, top=top, left=left)
 
 
@@ -121,6 +123,7 @@ def _demo_like_bank(rng, n=6, T=10, hard=False):
     dict(),
     dict(edge="feather", feather_radius=2, trajectory="linear", partial_prob=0.7, interpolation="bilinear"),
     dict(colour_match=0.5, keep_inside=False, occlusion="depth", interpolation="nearest", clip_dtype="float32"),
+    dict(interpolation="bilinear", trajectory="linear"),
 ])
 def test_paste_synthesizer_samples_are_exact(options):
     rng = np.random.default_rng(2)
@@ -218,3 +221,17 @@ def test_cutmix_batchmix_and_difference_masks():
     expect = np.zeros((8, 16, 16), bool)
     expect[3:5, 4:9, 2:6] = True
     np.testing.assert_array_equal(d.provenance.ids == 2, expect & (A.clip.max(-1) > 1e-6))
+
+
+def test_feathering_never_grows_the_source_and_keeps_its_interior():
+    from stal.synthesis.edges import feather_alpha, match_colour
+
+    rgba = np.zeros((2, 20, 20, 4), np.uint8)
+    rgba[:, 4:16, 5:15] = (10, 200, 30, 255)
+    for tube in (rgba, rgba.astype(np.float32) / 255):
+        soft = feather_alpha(tube, 2)
+        full = 255 if tube.dtype == np.uint8 else 1.0
+        assert (soft[..., 3] <= tube[..., 3]).all() and soft[..., 3][tube[..., 3] == 0].max() == 0
+        assert (soft[:, 6:14, 7:13, 3] == full).all() and 0 < soft[0, 4, 10, 3] < full
+    matched = match_colour(rgba, np.full((5, 5, 3), 120, np.uint8), 1.0)
+    assert abs(float(matched[..., :3][rgba[..., 3] > 0].mean()) - 120) < 2

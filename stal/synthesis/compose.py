@@ -198,7 +198,7 @@ def _paste(state: _Canvas, k: int, rgba: np.ndarray, ts: slice, top: int, left: 
     region = clip[ts, y0:y1, x0:x1]
     mine = state.weights[k, ts, y0:y1, x0:x1]
     ids_r = state.ids[ts, y0:y1, x0:x1]
-    if fg.dtype == clip.dtype:
+    if fg.dtype == clip.dtype and fg.strides[-1] == fg.itemsize:
         # Pixels as single 3-channel items: the mask is not broadcast over channels, which
         # makes this masked copy (the bulk of the work) several times faster.
         item = f"V{3 * clip.itemsize}"

@@ -7,6 +7,7 @@ provenance records exactly what was pasted.
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageFilter
 
 
 def _box_blur(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
@@ -24,12 +25,19 @@ def feather_alpha(rgba: np.ndarray, radius: int) -> np.ndarray:
     """Soften the alpha edge inwards over ``radius`` pixels; returns a new RGBA of the same dtype.
 
     rgba: uint8 (T, h, w, 4) or float32 in [0, 1]. The new alpha is ``min(alpha, blur(alpha))``
-    with a (2r+1)^2 box blur: the source never grows (its footprint and boxes stay inside the
+    with a (2r+1)^2 box blur (outside the canvas: zeros for float, the edge pixel for uint8,
+    where Pillow does the blur): the source never grows (its footprint and boxes stay inside the
     original mask) and pixels further than ``radius`` from the edge keep their alpha.
     """
     if radius <= 0:
         return rgba
-    scale = 255.0 if rgba.dtype == np.uint8 else 1.0
+    if rgba.dtype == np.uint8:  # Pillow's box blur (C, edge pixels extended) per frame
+        out = rgba.copy()
+        for t in range(len(rgba)):
+            soft = np.asarray(Image.fromarray(np.ascontiguousarray(rgba[t, ..., 3])).filter(ImageFilter.BoxBlur(radius)))
+            out[t, ..., 3] = np.minimum(rgba[t, ..., 3], soft)
+        return out
+    scale = 1.0
     alpha = rgba[..., 3].astype(np.float32) / np.float32(scale)
     soft = _box_blur(_box_blur(alpha, radius, 1), radius, 2)
     new = np.minimum(alpha, soft)

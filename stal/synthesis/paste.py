@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from stal.errors import DataError
 from stal.structures import Sample, clip_as_float
@@ -69,7 +68,7 @@ def resize_rgba(rgba: np.ndarray, height: int, width: int, interpolation: str) -
     """uint8 (n, h, w, 4) -> uint8 (n, height, width, 4).
 
     "nearest" copies source pixels (exact colours); "bilinear" resamples premultiplied colour
-    (antialiased when shrinking) so transparent pixels do not bleed their colour in.
+    (Pillow, antialiased when shrinking) so transparent pixels do not bleed their colour in.
     """
     n, h, w, _ = rgba.shape
     if (h, w) == (height, width):
@@ -80,15 +79,11 @@ def resize_rgba(rgba: np.ndarray, height: int, width: int, interpolation: str) -
         # One uint32 per RGBA pixel: the column gather moves 4 bytes per element, not 1.
         pixels = np.ascontiguousarray(rgba).view(np.uint32)[..., 0]
         return pixels.take(ys, axis=1).take(xs, axis=2)[..., None].view(np.uint8)
-    x = torch.from_numpy(np.ascontiguousarray(rgba)).permute(0, 3, 1, 2).float()
-    a = x[:, 3:4] / 255.0
-    x = torch.cat([x[:, :3] * a, x[:, 3:4]], 1)
-    y = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False,
-                      antialias=height < h or width < w)
-    a = (y[:, 3:4] / 255.0).clamp(0, 1)
-    rgb = torch.where(a > 0, y[:, :3] / a.clamp_min(1e-6), torch.zeros_like(y[:, :3]))
-    out = torch.cat([rgb, a * 255.0], 1).clamp(0, 255).round().to(torch.uint8)
-    return out.permute(0, 2, 3, 1).numpy()
+    # Pillow resamples RGBA through premultiplied RGBa and widens the filter when shrinking.
+    out = np.empty((n, height, width, 4), np.uint8)
+    for i in range(n):
+        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(rgba[i]), "RGBA").resize((width, height), Image.BILINEAR))
+    return out
 
 
 class PasteSynthesizer:
