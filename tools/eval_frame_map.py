@@ -100,8 +100,17 @@ def format_table(result: dict, names: dict, iou: float) -> str:
     mean = result["frame_mAP"]
     lines.append(f"frame-mAP@{iou:g}: {'n/a (no ground truth)' if _nan(mean) else f'{mean:.4f}'}")
     for key, value in result.get("video_mAP", {}).items():
-        lines.append(f"video-mAP@{key}: {value:.4f}")
+        lines.append(f"video-mAP@{key}: {'n/a' if _nan(value) else f'{value:.4f}'}")
     return "\n".join(lines)
+
+
+def _nan_to_none(value):
+    """A copy of nested dicts/lists with every NaN float replaced by None."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return None if _nan(value) else value
 
 
 def _nan(value) -> bool:
@@ -141,9 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = {k: v for k, v in result.get("counts", {}).items() if v}
         if counts:
             print("rows left out or noted: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        payload = dict(result)
         # Strict JSON has no NaN: no ground truth at all -> null, like a class without any.
-        payload["frame_mAP"] = None if _nan(result["frame_mAP"]) else result["frame_mAP"]
+        payload = _nan_to_none(result)
         payload["iou_threshold"] = args.iou
         from stal.data.ava_format import atomic_write_text
 
