@@ -141,6 +141,12 @@ def test_video_entries_and_frame_folders_read_the_same_frames(walking_video, tmp
         {"kind": "frames", "path": str(folder), "start": 0, "stop": 3}]}
     (tmp_path / "bank" / "index.json").write_text(json.dumps(index))
     np.testing.assert_array_equal(BackgroundBank(str(tmp_path / "bank")).frames(0, 0, 3), frames)
+    # A video range entry: clips are decoded at synthesis time, from a random start in range.
+    index["backgrounds"] = [{"kind": "video", "path": path, "start": 4, "stop": 20}]
+    (tmp_path / "bank" / "index.json").write_text(json.dumps(index))
+    clip = BackgroundBank(str(tmp_path / "bank"), backend="pyav").clip(
+        np.random.default_rng(0), num_frames=6, height=48, width=64)
+    assert clip.shape == (6, 48, 64, 3) and not np.array_equal(clip[0], clip[-1])  # the figures walk
 
 
 def _write_bank(root, tubes, classes=("a",)):
