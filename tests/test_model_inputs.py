@@ -102,3 +102,9 @@ def test_weakly_supervised_guided_steps(pooling):
         assert all(torch.isfinite(v) for v in losses.values())
         sum(losses.values()).backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_mil_reports_a_bad_batch_index_clearly():
+    model = build_detector("small3d_tiny", num_classes=2, mil_pooling="mean")
+    with pytest.raises(DataError, match="batch indices"):
+        model(torch.zeros(1, 3, 4, 32, 32), torch.tensor([[3, 1.0, 1.0, 8.0, 8.0]]))

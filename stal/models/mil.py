@@ -87,7 +87,8 @@ def with_full_frame_for_empty_clips(rois: Tensor | None, clip: Tensor) -> Tensor
     if rois is None:
         rois = clip.new_zeros((0, 5))
     present = torch.zeros(b, dtype=torch.bool, device=clip.device)
-    present[rois[:, 0].long()] = True
+    index = rois[:, 0].long()
+    present[index[(index >= 0) & (index < b)]] = True  # bad indices: the detector's DataError
     missing = torch.nonzero(~present).flatten()
     if len(missing) == 0:
         return rois
