@@ -277,6 +277,28 @@ _C.DEMO.POSE_RANDOMNESS = 1.0
 # Frames per second of the demo test videos (AVA itself: 30).
 _C.DEMO.FPS = 8
 
+# ---------------------------------------------------------------------------- image
+# Image tasks as one-frame clips (DATA.NUM_FRAMES 1): TRAIN/TEST.DATASET "image_demo",
+# "cub" or "imagefolder" train with CutMix (SYNTHESIS.MIX_AREA_MIN/MAX) and test WSOL /
+# classification from CAMs (docs/image_tasks.md).
+_C.IMAGE = CfgNode()
+# CUB-200-2011 root (cub), or a folder holding train/<class>/* and val/<class>/* (imagefolder).
+_C.IMAGE.ROOT = ""
+# Probability that a training image is CutMixed with a second one (else used as it is).
+_C.IMAGE.MIX_PROB = 1.0
+# Each source's guidance target: "region" (its CutMix pixels, the paper's form) or "object"
+# (those pixels that are the source's object: image demo only, the synthesizer knows them).
+_C.IMAGE.PROVENANCE = "region"
+# Horizontal flip probability of training images read from files (cub, imagefolder).
+_C.IMAGE.HFLIP_PROB = 0.5
+# Image demo: scene crops per class photo in the training bank (and, disjoint, the test bank).
+_C.IMAGE.DEMO_SCENES_PER_CLASS = 32
+# Image demo: images of the validation split (training scene crops, scene independent of the
+# class); the split on which settings are chosen.
+_C.IMAGE.DEMO_VAL_IMAGES = 200
+# Image demo: images of the test split (held-out scene crops, scene independent of the class).
+_C.IMAGE.DEMO_TEST_IMAGES = 400
+
 # ------------------------------------------------------------------------------ ava
 # Paths and conventions of a prepared AVA dataset (PySlowFast names).
 _C.AVA = CfgNode()

@@ -18,8 +18,9 @@ from stal.config.defaults import get_cfg
 
 # Allowed values of string keys; checked after all merges.
 _CHOICES = {
-    "TRAIN.DATASET": ("demo", "ava", "ucf24", "jhmdb", "synthesis"),
-    "TEST.DATASET": ("demo", "ava", "ucf24", "jhmdb"),
+    "TRAIN.DATASET": ("demo", "ava", "ucf24", "jhmdb", "synthesis", "image_demo", "cub", "imagefolder"),
+    "TEST.DATASET": ("demo", "ava", "ucf24", "jhmdb", "image_demo", "cub", "imagefolder"),
+    "IMAGE.PROVENANCE": ("region", "object"),
     "MODEL.LOSS_FUNC": ("softmax", "bce"),
     "MODEL.MIL_POOLING": ("", "max", "lse", "mean"),
     "SOLVER.OPTIMIZING_METHOD": ("adamw", "sgd"),

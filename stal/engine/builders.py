@@ -175,6 +175,79 @@ def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score
         video_dir=cfg.AVA.VIDEO_DIR or None)
 
 
+# TRAIN/TEST.DATASET values of the image tasks (one-frame clips, CutMix, CAM evaluation).
+IMAGE_DATASETS = ("image_demo", "cub", "imagefolder")
+
+
+def image_demo_path(cfg: CfgNode) -> str:
+    """The image demo file of DEMO.SEED (generated on first use, see stal.data.image_demo)."""
+    from stal.data.image_demo import ensure_image_demo
+
+    i = cfg.IMAGE
+    return ensure_image_demo(root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE,
+                             num_classes=cfg.MODEL.NUM_CLASSES, scenes_per_class=i.DEMO_SCENES_PER_CLASS,
+                             val_images=i.DEMO_VAL_IMAGES, test_images=i.DEMO_TEST_IMAGES)
+
+
+def build_image_train_dataset(cfg: CfgNode):
+    """CutMix training items over the TRAIN.DATASET images (layout of stal.data.images)."""
+    from stal.data import images
+
+    name, size = cfg.TRAIN.DATASET, cfg.DATA.CROP_SIZE
+    if name == "image_demo":
+        from stal.data.image_demo import load_image_demo
+
+        source = images.DemoImageSource(scenes=load_image_demo(image_demo_path(cfg))["train_scenes"],
+                                        scene_bias=cfg.SYNTHESIS.SCENE_BIAS)
+    elif name == "cub":
+        from stal.data.cub import read_cub
+
+        classes, items = read_cub(cfg.IMAGE.ROOT)
+        train = [im for im in items if im.is_train]
+        source = images.FileImageSource(paths=[os.path.join(cfg.IMAGE.ROOT, "images", im.path) for im in train],
+                                        labels=[im.label for im in train], num_classes=len(classes), size=size,
+                                        hflip_prob=cfg.IMAGE.HFLIP_PROB)
+    else:
+        classes, paths, labels = images.read_image_folder(os.path.join(cfg.IMAGE.ROOT, "train"))
+        source = images.FileImageSource(paths=paths, labels=labels, num_classes=len(classes), size=size,
+                                        hflip_prob=cfg.IMAGE.HFLIP_PROB)
+    if source.num_classes != cfg.MODEL.NUM_CLASSES:
+        raise DataError(f"{name} has {source.num_classes} classes but MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES}")
+    return images.CutMixImageDataset(
+        source=source, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH, seed=cfg.RNG_SEED, mix_prob=cfg.IMAGE.MIX_PROB,
+        area_min=cfg.SYNTHESIS.MIX_AREA_MIN, area_max=cfg.SYNTHESIS.MIX_AREA_MAX, provenance=cfg.IMAGE.PROVENANCE,
+        counterfactual=bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "counterfactual"),
+        mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+
+
+def build_image_eval_splits(cfg: CfgNode) -> dict:
+    """{metric prefix: WsolEvalDataset}: the image demo's "val_" and "" (test) splits, CUB's test
+    images, or an image folder's val/ (classification only: no boxes)."""
+    import numpy as np
+
+    from stal.data import images
+    from stal.engine.evaluate_wsol import gt_boxes_inclusive
+
+    name, size, mean, std = cfg.TEST.DATASET, cfg.DATA.CROP_SIZE, cfg.DATA.MEAN, cfg.DATA.STD
+    if name == "image_demo":
+        path = image_demo_path(cfg)
+        return {"val_": images.demo_eval_dataset(path, split="val", mean=mean, std=std),
+                "": images.demo_eval_dataset(path, split="test", mean=mean, std=std)}
+    if name == "cub":
+        from stal.data.cub import CubDataset
+
+        cub = CubDataset(root=cfg.IMAGE.ROOT, train=False, crop_size=size, mean=mean, std=std)
+        root = os.path.join(cfg.IMAGE.ROOT, "images")
+        return {"": images.WsolEvalDataset(
+            images=lambda i: images.load_rgb(os.path.join(root, cub.images[i].path), size=size),
+            labels=[im.label for im in cub.images], mean=mean, std=std,
+            boxes=[gt_boxes_inclusive(cub[i]["boxes"].numpy()) for i in range(len(cub))])}
+    classes, _, _ = images.read_image_folder(os.path.join(cfg.IMAGE.ROOT, "train"))
+    _, paths, labels = images.read_image_folder(os.path.join(cfg.IMAGE.ROOT, "val"), classes=classes)
+    return {"": images.WsolEvalDataset(images=lambda i: images.load_rgb(paths[i], size=size), labels=labels,
+                                       boxes=[np.zeros((0, 4), np.int64)] * len(paths), mean=mean, std=std)}
+
+
 def build_train_loader(cfg: CfgNode, *, ctx=None) -> DataLoader:
     """This process's training micro-batches (layout of :mod:`stal.data.synthetic`).
 
@@ -184,7 +257,9 @@ def build_train_loader(cfg: CfgNode, *, ctx=None) -> DataLoader:
     from stal.data.synthetic import collate_train
     from stal.engine.distributed import DistContext, GlobalBatchSampler
 
-    if cfg.TRAIN.DATASET == "demo":
+    if cfg.TRAIN.DATASET in IMAGE_DATASETS:
+        dataset = build_image_train_dataset(cfg)
+    elif cfg.TRAIN.DATASET == "demo":
         counterfactual = bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "counterfactual")
         dataset = build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
                                           counterfactual=counterfactual)

@@ -299,6 +299,11 @@ def test(cfg: CfgNode, model: torch.nn.Module, *, out_dir: str | None, ctx: Dist
     """
     from stal.data.ava_format import write_ava_csv
 
+    if cfg.TEST.DATASET in builders.IMAGE_DATASETS:  # one-frame clips: CAM localization metrics
+        from stal.engine.evaluate_wsol import evaluate_wsol
+
+        return {k: v for prefix, ds in builders.build_image_eval_splits(cfg).items()
+                for k, v in evaluate_wsol(model, ds, batch_size=cfg.TEST.BATCH_SIZE, prefix=prefix).items()}
     metrics: dict = {}
     split = builders.build_test_split(cfg)
     result, det = evaluate_frame_map(model, split, batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC,
