@@ -7,11 +7,11 @@
 Each run directory must hold the ``config.yaml`` and ``checkpoints/`` that tools/train_net.py
 wrote. The clips are synthesized from the first run's demo bank with scenes drawn
 independently of the actions (the case a scene shortcut gets wrong), so every model sees the
-same pixels. For each clip the PNG has one row: the keyframe with the actors' outlines
-(provenance mask, green), then per run the magnitude of d(sum over the actors of log p(label))
-/ d(clip), summed over colour channels and frames, each map scaled to its own 99th
-percentile. The printed table gives, per run and clip, the share of that gradient's energy
-on the actors and the probability of the true label.
+same pixels. For each clip the PNG has one row: the keyframe with the actors' keyframe boxes
+(green), then per run the magnitude of d(sum over the actors of log p(label)) / d(clip),
+summed over colour channels and frames, each map scaled to its own 99th percentile. The
+printed table gives, per run and clip, the share of that gradient's energy on the actors'
+voxels (provenance mask) and inside their per-frame boxes, and each actor's p(true label).
 """
 
 from __future__ import annotations
@@ -64,11 +64,20 @@ def heat(values: np.ndarray) -> np.ndarray:
     return (np.stack([np.clip(2 * v, 0, 1), np.clip(2 * v - 1, 0, 1), np.zeros_like(v)], -1) * 255).astype(np.uint8)
 
 
-def keyframe_with_outline(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(H, W, 3) in [0, 1] and the (H, W) target mask -> uint8 RGB with the mask's edge in green."""
+def box_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Normalized xyxy boxes (K, T, 4), NaN where absent -> bool (T, H, W), their union per frame."""
+    out = np.zeros((boxes.shape[1], height, width), bool)
+    for k, t in zip(*np.nonzero(~np.isnan(boxes).any(-1))):
+        x1, y1, x2, y2 = (boxes[k, t] * [width, height, width, height]).round().astype(int)
+        out[t, y1:y2, x1:x2] = True
+    return out
+
+
+def keyframe_with_boxes(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(H, W, 3) in [0, 1] and normalized xyxy boxes (K, 4) -> uint8 RGB with green box outlines."""
     out = (np.clip(frame, 0, 1) * 255).astype(np.uint8)
-    m = mask > 0.5
-    edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+    inside = box_masks(boxes[:, None], *frame.shape[:2])[0]
+    edge = inside & ~(np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1) & np.roll(inside, -1, 1))
     out[edge] = (0, 255, 0)
     return out
 
@@ -93,16 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     data.scene_bias = 0.0
     batch = collate_train([data[i] for i in range(args.num)])
     samples = [data.sample(i) for i in range(args.num)]
-    rows = [[keyframe_with_outline(s.clip[s.keyframe], s.provenance.target_mask()[s.keyframe])] for s in samples]
-    print("run | clip | energy on actors | p(true label) per actor")
+    rows = [[keyframe_with_boxes(s.clip[s.keyframe], s.boxes[:, s.keyframe])] for s in samples]
+    in_boxes = torch.from_numpy(np.stack([box_masks(s.boxes, *s.clip.shape[1:3]) for s in samples]))
+    print("run | clip | energy on actors | energy in their boxes | p(true label) per actor")
     for run_dir, (_, model) in zip(args.runs, runs):
         maps, probs = saliency(model, batch)
         energy = maps.pow(2).double()
         for i in range(args.num):
             rows[i].append(heat(maps[i].sum(0).numpy()))
             on = float((energy[i] * batch["mask"][i]).sum() / energy[i].sum())
-            mine = probs[batch["rois"][:, 0] == i].numpy().round(2).tolist()
-            print(f"{os.path.basename(run_dir.rstrip('/'))} | {i} | {on:.3f} | {mine}")
+            boxed = float((energy[i] * in_boxes[i]).sum() / energy[i].sum())
+            mine = [round(float(p), 2) for p in probs[batch["rois"][:, 0] == i]]
+            print(f"{os.path.basename(run_dir.rstrip('/'))} | {i} | {on:.3f} | {boxed:.3f} | {mine}")
     sheet = np.concatenate([np.concatenate(r, 1) for r in rows], 0)
     image = Image.fromarray(sheet).resize((sheet.shape[1] * SCALE, sheet.shape[0] * SCALE), Image.NEAREST)
     draw = ImageDraw.Draw(image)
