@@ -12,35 +12,17 @@ Exit status 2 when the pickle is unusable or a video was left out.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from stal.errors import StalError  # noqa: E402
-
-PICKLE = "JHMDB-GT.pkl"
+from act_index import run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default="datasets/jhmdb", help="dataset root holding rgb-images/")
-    p.add_argument("--pkl", default=None, help=f"ACT pickle (default: ROOT/{PICKLE})")
-    p.add_argument("--split", type=int, default=1, help="split number (1, 2 or 3)")
-    p.add_argument("--train-every", type=int, default=1, help="index every n-th annotated training frame")
-    args = p.parse_args(argv)
-    from stal.data.act import format_report, prepare_act_index
-    from stal.data.act_format import read_act_pickle
-
-    try:
-        act = read_act_pickle(args.pkl or os.path.join(args.root, PICKLE))
-        report = prepare_act_index(act, root=args.root, split=args.split, train_every=args.train_every)
-    except StalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_report(report, root=args.root, split=args.split))
-    return 2 if report.skipped else 0
+    return run(argv, doc=__doc__, pickle="JHMDB-GT.pkl", default_root="datasets/jhmdb",
+               split_help="split number (1, 2 or 3)")
 
 
 if __name__ == "__main__":
