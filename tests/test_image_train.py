@@ -46,3 +46,22 @@ def test_image_demo_is_deterministic_atomic_and_unbiased_in_test(tmp_path):
     assert 0 <= x0 < x1 < 32 and 0 <= y0 < y1 < 32
     masks = [shape_mask(s, size=32, cx=16, cy=16, radius=8, angle=0.0) for s in SHAPES]
     assert len({m.tobytes() for m in masks}) == len(SHAPES) and all(m.any() for m in masks)
+
+
+def test_cub_and_image_folder_configs_train_end_to_end(repo_root, tmp_path):
+    from _data_fixtures import write_jpegs
+    from test_datasets_cub import make_cub
+
+    make_cub(tmp_path / "cub")
+    for split, values in (("train", [40, 200]), ("val", [60, 180])):
+        for name, v in zip(("cat", "dog"), values):
+            write_jpegs(tmp_path / "folder" / split / name, ["1.jpg", "2.png"], size=(20, 14), values=[v, v + 5])
+    small = ["DATA.CROP_SIZE", "32", "MODEL.ARCH", "resnet50_tiny", "MODEL.NUM_CLASSES", "2", "TRAIN.BATCH_SIZE", "2",
+             "SYNTHESIS.CLIPS_PER_EPOCH", "4", "SOLVER.MAX_EPOCH", "1", "TEST.BATCH_SIZE", "4"]
+    for cfg, root, keys in (("cub_wsol_guided.yaml", "cub", ("MaxBoxAccV2", "Top-1 Loc", "GT-known Loc")),
+                            ("imagefolder_cls_guided.yaml", "folder", ("top1_accuracy",))):
+        out = tmp_path / cfg
+        assert train_net.main(["--cfg", os.path.join(repo_root, "configs", cfg), "IMAGE.ROOT", str(tmp_path / root),
+                               "OUTPUT_DIR", str(out)] + small) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert all(0.0 <= metrics[k] <= 1.0 for k in keys)

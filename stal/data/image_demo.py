@@ -7,7 +7,7 @@ on scene k (``scene_bias`` 1.0: a perfect shortcut); in the validation and test 
 scene is drawn independently of the class, so a model that reads the scene fails there and
 its CAM lights up the background instead of the object.
 
-Files: ``ensure_image_demo`` writes ``<root>/image_demo_seed<S>_<size>px_<K>c.npz``
+Files: ``ensure_image_demo`` writes ``<root>/image_demo_v<version>_seed<S>_<size>px_<K>c_...npz``
 atomically (temporary file + ``os.replace``) on first use and reuses it afterwards:
 ``train_scenes`` / ``test_scenes`` uint8 (K, N, H, W, 3) (disjoint crop draws) and, for
 ``val`` (training scene crops, new objects) and ``test`` (held-out scene crops),
@@ -27,7 +27,11 @@ from PIL import Image
 from stal.errors import DataError
 
 SCENE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
-SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
+# Order matters: the first K are the classes. disc/cross/bar/ring were learned in 150 steps by
+# resnet50_tiny at 64 px (val accuracy 0.69, no scene bias); disc/square/triangle/cross were not (0.38).
+SHAPES = ("disc", "cross", "bar", "ring", "square", "triangle")
+# In the file name: bump when the rendering changes, so stale files are not reused.
+FORMAT_VERSION = 2
 MAX_CLASSES = min(len(SCENE_PHOTOS), len(SHAPES))
 
 
@@ -139,7 +143,8 @@ def generate_image_demo(*, seed: int, size: int, num_classes: int, scenes_per_cl
 def ensure_image_demo(*, root: str, seed: int, size: int, num_classes: int, scenes_per_class: int = 32,
                       val_images: int = 200, test_images: int = 400) -> str:
     """Path of the demo file for these settings, generating it atomically on first use."""
-    name = f"image_demo_seed{seed}_{size}px_{num_classes}c_{scenes_per_class}s_{val_images}v_{test_images}t.npz"
+    name = (f"image_demo_v{FORMAT_VERSION}_seed{seed}_{size}px_{num_classes}c_{scenes_per_class}s_"
+            f"{val_images}v_{test_images}t.npz")
     path = os.path.join(root, name)
     if os.path.isfile(path):
         return path
