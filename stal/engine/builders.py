@@ -268,7 +268,8 @@ def build_train_loader(cfg: CfgNode, *, ctx=None) -> DataLoader:
 
         synth, steps = build_synthesizer(cfg)
         dataset = SynthesisDataset(synthesizer=synth, transforms=steps, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
-                                   seed=cfg.RNG_SEED, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+                                   seed=cfg.RNG_SEED, mean=cfg.DATA.MEAN, std=cfg.DATA.STD,
+                                   counterfactual=bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "counterfactual"))
     else:
         dataset = _ava_dataset(cfg, list(cfg.AVA.TRAIN_GT_BOX_LISTS), with_labels=True, score_thresh=0.0)
     sampler = GlobalBatchSampler(length=len(dataset), global_batch=cfg.TRAIN.BATCH_SIZE,

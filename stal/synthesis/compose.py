@@ -8,11 +8,11 @@ Tubes are composited in list order (later tubes on top) with the "over" operator
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from stal.structures import Provenance
+from stal.structures import Provenance, Sample, clip_as_float
 
 
 @dataclass
@@ -286,3 +286,21 @@ def layer_footprint(layer: Layer, height: int, width: int) -> tuple[int, int, in
     x0 = max(int(layer.left[present].min()), 0)
     x1 = min(int(layer.left[present].max()) + w, width)
     return (y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
+
+
+def swap_background(sample: Sample, background: np.ndarray) -> Sample:
+    """The same sources over another ``background`` (T, H, W, 3), from the provenance identity
+    ``clip = (1 - sum_k alpha_k) * background + sum_k alpha_k * source_k``.
+
+    Returns a float32 clip in [0, 1] (``background`` and the sample's clip may be uint8 or
+    float32); boxes, labels and provenance are unchanged (the sources did not move). Exact to
+    float precision for float32 synthesis and for hard-edged uint8 synthesis; soft-edged uint8
+    clips carry the compositor's rounding (at most 1/255). Needs ``sample.background``.
+    """
+    if sample.background is None or sample.provenance is None:
+        raise ValueError("swap_background needs a synthesized sample with its background and provenance")
+    if background.shape != sample.clip.shape:
+        raise ValueError(f"background {background.shape} does not match the clip {sample.clip.shape}")
+    rest = 1.0 - sample.provenance.alpha.sum(0)[..., None]
+    clip = clip_as_float(sample.clip) + rest * (clip_as_float(background) - clip_as_float(sample.background))
+    return replace(sample, clip=np.clip(clip, 0.0, 1.0).astype(np.float32), background=clip_as_float(background))
