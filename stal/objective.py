@@ -76,7 +76,7 @@ class Objective:
         logits = self._forward(model, clip, batch["rois"], exact=exact, pattern=pattern)
         losses = {"task": per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func).mean()}
         scores = per_roi_score(logits, batch["labels"], score=spec.score, loss_func=self.loss_func)
-        batch_index = self._batch_index(batch, len(scores), clip.device)
+        batch_index = self._batch_index(model, batch, len(scores), clip.device)
         # FD, union, task-loss score: s = R * L_task, so one backward of s gives g and both
         # losses' gradients on the first graph, which can then be freed (see _fd_fast).
         fast = fd and spec.region == "union" and spec.score == "task_loss" and spec.max_ratio == 0 and len(scores)
@@ -155,8 +155,10 @@ class Objective:
         return masks
 
     @staticmethod
-    def _batch_index(batch: dict, num_rois: int, device: torch.device) -> torch.Tensor:
-        if batch["rois"] is None:
+    def _batch_index(model: nn.Module, batch: dict, num_rois: int, device: torch.device) -> torch.Tensor:
+        """The clip of each score row: row i is clip i when there are no boxes or the model
+        pools its boxes to one row per clip (``clip_level``, weak supervision)."""
+        if batch["rois"] is None or getattr(model, "clip_level", False):
             return torch.arange(num_rois, device=device)
         return batch["rois"][:, 0].long()
 
@@ -180,7 +182,7 @@ class Objective:
         """(task, guidance) entries when g_params = grad_theta s(x) is known and s = R * L_task:
         L_task's gradient is g_params / R and the FD base term -g_params / h, both as linear
         surrogates, so the trainer's backward only runs through the extra forward's graph."""
-        batch_index = self._batch_index(batch, len(scores), clip.device)
+        batch_index = self._batch_index(model, batch, len(scores), clip.device)
         s, coeff = fd_surrogate(forward_scores=self._score_fn(model, batch), model=model, clip=clip,
                                 scores=scores.detach(), v_rows=self._penalty_direction(grads, masks),
                                 batch_index=batch_index, slots=None, fd_step=self.guidance.fd_step,

@@ -108,3 +108,24 @@ def test_mil_reports_a_bad_batch_index_clearly():
     model = build_detector("small3d_tiny", num_classes=2, mil_pooling="mean")
     with pytest.raises(DataError, match="batch indices"):
         model(torch.zeros(1, 3, 4, 32, 32), torch.tensor([[3, 1.0, 1.0, 8.0, 8.0]]))
+
+
+@pytest.mark.parametrize("mode", ["exact", "fd"])
+def test_weakly_supervised_per_source_rows_are_clips(mode):
+    """With clip-level (MIL) outputs, per-source guidance takes row b against source_masks[b];
+    with one source per clip equal to the union mask it is the union penalty exactly."""
+    torch.manual_seed(0)
+    model = build_detector("small3d_tiny", num_classes=3, mil_pooling="max").double().train()
+    model.detector.head.roi_align.double_backward = mode == "exact"
+    # Two boxes in clip 0, none in clip 1, one in clip 2: box rows do not line up with clips.
+    proposals = torch.tensor([[0, 2.0, 3.0, 18.0, 25.0], [0, 12.0, 6.0, 30.0, 28.0],
+                              [2, 4.0, 4.0, 20.0, 20.0]], dtype=torch.float64)
+    mask = torch.zeros(3, 4, 32, 32, dtype=torch.float64)
+    mask[0, :, 3:28, 2:30], mask[2, :, 4:20, 4:20] = 1.0, 1.0
+    batch = {"clip": torch.randn(3, 3, 4, 32, 32, dtype=torch.float64), "rois": proposals,
+             "labels": torch.tensor([1, 2, 0]), "mask": mask, "source_masks": mask.clone()}
+    union = Objective(loss_func="softmax", guidance=GuidanceSpec(mode=mode, norm="count"))(model, batch, guidance_weight=1.0)
+    per_source = Objective(loss_func="softmax", guidance=GuidanceSpec(mode=mode, norm="count", region="per_source"))(
+        model, batch, guidance_weight=1.0)
+    torch.testing.assert_close(per_source[1]["penalty"], union[1]["penalty"])
+    assert torch.isfinite(per_source[0]["guidance"])

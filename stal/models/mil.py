@@ -58,9 +58,12 @@ class MILDetector(nn.Module):
         clip: (B, 3, T, H, W). rois: (R, 5) person proposals ``[batch_index, x1, y1, x2, y2]``
         in input pixels. A clip without any proposal is scored on the whole frame (the box
         [0, 0, W, H]) rather than dropped, so its label still trains the model.
-        returns: (B, K) clip logits, one row per clip in clip order -- use the objective's
-        union guidance region (per-source rows would need one row per box).
+        returns: (B, K) clip logits, one row per clip in clip order (``clip_level``: the
+        objective's per-source guidance then takes row b against ``source_masks[b]``, the
+        voxels of the source that carries clip b's label).
     """
+
+    clip_level = True  # one output row per clip, not per box (read by stal.objective)
 
     def __init__(self, *, detector: nn.Module, pooling: str = "max", lse_r: float = 5.0) -> None:
         super().__init__()
