@@ -108,8 +108,9 @@ class FileImageSource:
         return SourceImage(image=image, label=self.labels[i])
 
 
-def _as_sample(src: SourceImage, image: np.ndarray | None = None) -> Sample:
-    clip = (src.image if image is None else image)[None]  # (1, H, W, 3) uint8
+def _as_sample(src: SourceImage) -> Sample:
+    """A one-frame Sample (clip uint8 (1, H, W, 3)) for the mixer; boxes are not used by CutMix."""
+    clip = src.image[None]
     return Sample(clip=clip, boxes=np.zeros((1, 1, 4), np.float32), labels=np.array([src.label]), keyframe=0)
 
 
@@ -147,8 +148,7 @@ class CutMixImageDataset(Dataset):
         """(the mixed one-frame Sample with region provenance, its two sources)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         first, second = self.source.draw(rng), self.source.draw(rng)
-        if rng.uniform() >= self.mix_prob:
-            second = first
+        if rng.uniform() >= self.mix_prob:  # unmixed: the mixer still runs, so the draws stay aligned
             return self.mixer(rng, _as_sample(first), _as_sample(first)), [first, first]
         return self.mixer(rng, _as_sample(first), _as_sample(second)), [first, second]
 
