@@ -30,6 +30,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
+from stal.data.ava_format import _parse_int_field  # the same plain-int64 rule as the row reader
 from stal.errors import DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -368,7 +369,7 @@ def parse_row(path: PathLike, lineno: int, line: str) -> tuple:
     if not _valid_video_id(fields[0]):
         raise DataError(f"{where}: column 1 (video_id): expected a non-empty id without "
                         f"surrounding spaces, got {fields[0]!r}")
-    timestamp = _int_or_none(fields[1])
+    timestamp = _parse_int_field(fields[1])
     if timestamp is None or timestamp < 0:
         hint = " (AVA CSV files have no header row)" if lineno == 1 else ""
         raise DataError(f"{where}: column 2 (timestamp): expected a non-negative integer "
@@ -380,7 +381,7 @@ def parse_row(path: PathLike, lineno: int, line: str) -> tuple:
                             f"[0, 1], got {fields[2 + j]!r}")
     if box[2] < box[0] or box[3] < box[1]:
         raise DataError(f"{where}: expected x1 <= x2 and y1 <= y2, got box {box}")
-    action = _int_or_none(fields[6]) if fields[6].strip() else -1
+    action = _parse_int_field(fields[6]) if fields[6].strip() else -1
     if action is None:
         raise DataError(f"{where}: column 7 (action_id): expected an integer, got {fields[6]!r}")
     extra = _float(where, fields[7], 8, "score_or_person_id") if len(fields) == 8 else 1.0
@@ -388,17 +389,6 @@ def parse_row(path: PathLike, lineno: int, line: str) -> tuple:
         raise DataError(f"{where}: column 8 (score_or_person_id): expected a finite number, "
                         f"got {fields[7]!r}")
     return fields[0], timestamp, box, action, extra
-
-
-def _int_or_none(field: str) -> Optional[int]:
-    """A plain integer that fits int64, else None ("1_000" is not AVA)."""
-    if "_" in field:
-        return None
-    try:
-        value = int(field)
-    except ValueError:
-        return None
-    return value if -(2**63) <= value < 2**63 else None
 
 
 def _float(where: str, field: str, column: int, name: str) -> float:
