@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from stal.data.demo import DemoBank, draw_layout, render_layout, swapped_background
 from stal.structures import Sample
+from stal.synthesis.compose import composite
 
 
 def normalize_clip(clip: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -109,5 +110,6 @@ class DemoSynthesisDataset(Dataset):
         if self.counterfactual:
             rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             bg = swapped_background(self.bank, rng, scene_of=layout.labels, num_frames=self.num_frames)
-            item["clip_cf"] = normalize_clip(render_layout(layout, bg).clip, self.mean, self.std)
+            # Only the pixels: the boxes and provenance are those of the clip above.
+            item["clip_cf"] = normalize_clip(composite(bg, layout.placed)[0], self.mean, self.std)
         return item
