@@ -71,14 +71,16 @@ class RoIActionHead(nn.Module):
 
     def forward(self, features: Tensor | list[Tensor], rois: Tensor | None) -> Tensor:
         fmap = temporal_mean(features)
-        if rois is None:
-            pooled = fmap.amax(dim=(2, 3))
-        else:
-            pooled = self.roi_align(fmap, rois).amax(dim=(2, 3))  # (R, C)
-        return self.proj(self.dropout(pooled))
+        region = fmap if rois is None else self.roi_align(fmap, rois)
+        return self.proj(self.dropout(self.pool(region)))  # pooled: (R or B, C)
+
+    @staticmethod
+    def pool(region: Tensor) -> Tensor:
+        """(N, C, h, w) -> (N, C): spatial max, as the AVA head of PySlowFast."""
+        return region.amax(dim=(2, 3))
 
 
-class CAMHead(nn.Module):
+class CAMHead(RoIActionHead):
     """Global-average-pooling classifier with class activation maps (Zhou et al. 2016).
 
     features -> temporal mean -> spatial mean (``rois=None``: whole clip, (B, num_classes))
@@ -89,31 +91,10 @@ class CAMHead(nn.Module):
     Args: as :class:`RoIActionHead` (``output_size`` etc. only matter when boxes are given).
     """
 
-    def __init__(
-        self,
-        *,
-        in_channels: int,
-        num_classes: int,
-        spatial_stride: int,
-        output_size: tuple[int, int] = (7, 7),
-        sampling_ratio: int = 2,
-        dropout: float = 0.0,
-        double_backward: bool = True,
-    ) -> None:
-        super().__init__()
-        self.roi_align = RoIAlign(output_size=output_size, spatial_scale=1.0 / spatial_stride,
-                                  sampling_ratio=sampling_ratio, aligned=True,
-                                  double_backward=double_backward)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.proj = nn.Linear(in_channels, num_classes)
-
-    def forward(self, features: Tensor | list[Tensor], rois: Tensor | None) -> Tensor:
-        fmap = temporal_mean(features)
-        if rois is None:
-            pooled = fmap.mean(dim=(2, 3))
-        else:
-            pooled = self.roi_align(fmap, rois).mean(dim=(2, 3))
-        return self.proj(self.dropout(pooled))
+    @staticmethod
+    def pool(region: Tensor) -> Tensor:
+        """(N, C, h, w) -> (N, C): spatial mean, so that the CAM averages to the logits."""
+        return region.mean(dim=(2, 3))
 
     def cam(self, features: Tensor | list[Tensor]) -> Tensor:
         """Class activation maps (B, num_classes, H', W'): logit contribution per position,
