@@ -4,9 +4,12 @@
   python data_prep/build_background_bank.py --out BANK --videos a.mp4 b.avi [--mode plate|ranges|both]
   python data_prep/build_background_bank.py --out BANK --frame-dirs DIR1 DIR2
   python data_prep/build_background_bank.py --out BANK --images plate1.jpg plate2.png
+  python data_prep/build_background_bank.py --out BANK --ucf24 datasets/ucf24 [--split 1] [--min-length 16]
 
 Videos give their median plate (people removed; written as a PNG and used as a still) and/or
 the frame ranges in which no foreground is seen (referenced, decoded at synthesis time).
+UCF101-24 / JHMDB (--ucf24 / --jhmdb / --act-index ROOT, prepared by ucf24_from_act.py) give
+the frame runs of their training videos that no annotated tube spans (no labelled action).
 Resumable: inputs finished by an earlier run are skipped.
 """
 
@@ -34,10 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     kind.add_argument("--videos", nargs="+", help="static-camera videos")
     kind.add_argument("--frame-dirs", nargs="+", help="folders of frames (used whole)")
     kind.add_argument("--images", nargs="+", help="still background images (repeated over time)")
+    kind.add_argument("--ucf24", "--jhmdb", "--act-index", dest="act_index", metavar="ROOT",
+                      help="ACT index root: frame runs of the training videos outside every annotated tube")
+    p.add_argument("--split", type=int, default=1, help="--ucf24 / --jhmdb: the index's split")
     p.add_argument("--mode", choices=("plate", "ranges", "both"), default="both", help="what videos contribute")
     p.add_argument("--threshold", type=int, default=30, help="foreground difference threshold (0..255)")
     p.add_argument("--max-foreground", type=float, default=0.001, help="ranges: largest foreground fraction")
-    p.add_argument("--min-length", type=int, default=16, help="ranges: shortest range in frames")
+    p.add_argument("--min-length", type=int, default=16, help="ranges (videos, --ucf24): shortest range in frames")
     return p.parse_args(argv)
 
 
@@ -48,8 +54,11 @@ def _write_index(path: str, index: dict) -> None:
     os.replace(tmp, path)
 
 
-def _entries(args: argparse.Namespace, path: str, number: int) -> list[dict]:
-    """The bank entries of one input (plates are written under <out>/plates/)."""
+def _entries(args: argparse.Namespace, path: str, number: int, ranges: dict) -> list[dict]:
+    """The bank entries of one input (plates are written under <out>/plates/; ``ranges``: the
+    actor-free frame runs of --ucf24 folders)."""
+    if args.act_index:
+        return [{"kind": "frames", "path": os.path.abspath(path), "start": a, "stop": b} for a, b in ranges[path]]
     if args.images:
         read_image(path)  # fail now, naming the file, rather than at training time
         return [{"kind": "image", "path": os.path.abspath(path)}]
@@ -72,19 +81,28 @@ def _entries(args: argparse.Namespace, path: str, number: int) -> list[dict]:
     return out
 
 
+def _act_ranges(args: argparse.Namespace) -> dict[str, list[tuple[int, int]]]:
+    from stal.data.act import actor_free_ranges, check_index
+    from stal.data.ava_format import read_ava_csv
+
+    paths = check_index(args.act_index, args.split, need=("frames", "train"))
+    return actor_free_ranges(read_ava_csv(paths["train"]), frame_dir=paths["frames"], min_length=args.min_length)
+
+
 def build(args: argparse.Namespace) -> dict:
     index_path = os.path.join(args.out, "index.json")
     os.makedirs(args.out, exist_ok=True)
     index = (read_bank_index(index_path) if os.path.isfile(index_path)
              else {"format": FORMAT, "version": VERSION, "backgrounds": [], "done": []})
-    inputs = args.videos or args.frame_dirs or args.images
+    ranges = _act_ranges(args) if args.act_index else {}
+    inputs = args.videos or args.frame_dirs or args.images or sorted(ranges)
     skipped = 0
     for number, path in enumerate(tqdm(inputs, desc="background bank", unit="input", disable=None)):
         key = os.path.abspath(path)
         if key in index["done"]:
             skipped += 1
             continue
-        index["backgrounds"].extend(_entries(args, path, len(index["done"])))
+        index["backgrounds"].extend(_entries(args, path, len(index["done"]), ranges))
         index["done"].append(key)
         _write_index(index_path, index)
     bgs = index["backgrounds"]

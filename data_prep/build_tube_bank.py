@@ -5,6 +5,8 @@
   python data_prep/build_tube_bank.py --out BANK --labelme img1.json ... --classes person
   python data_prep/build_tube_bank.py --out BANK --coco instances.json --images DIR --classes person
   python data_prep/build_tube_bank.py --out BANK --ava-csv train.csv --frames DIR --labelmap map.pbtxt
+  python data_prep/build_tube_bank.py --out BANK --ucf24 datasets/ucf24 [--split 1] [--every 16] [--feather 4]
+  python data_prep/build_tube_bank.py --out BANK --jhmdb datasets/jhmdb --split 1   # or --act-index ROOT
   python data_prep/build_tube_bank.py --out BANK --demo 24
 
 Resumable: inputs finished by an earlier run (recorded in BANK/index.json) are skipped.
@@ -21,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tqdm import tqdm  # noqa: E402
 
+from stal.data.ava import AVA_FRAME_TEMPLATE  # noqa: E402
 from stal.errors import StalError  # noqa: E402
 from stal.synthesis import tube_sources as src  # noqa: E402
 from stal.synthesis.extraction import SubtractionSpec  # noqa: E402
@@ -35,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     kind.add_argument("--labelme", nargs="+", help="labelme JSON files with polygon instance masks")
     kind.add_argument("--coco", help="COCO instance JSON with polygon segmentations (with --images)")
     kind.add_argument("--ava-csv", help="AVA-format box CSV (with --frames and --labelmap): box tubes")
+    kind.add_argument("--ucf24", "--jhmdb", "--act-index", dest="act_index", metavar="ROOT",
+                      help="UCF101-24 / JHMDB root prepared by data_prep/ucf24_from_act.py / jhmdb_from_act.py: "
+                           "box tubes from the training split's annotated tubes, labels = the tube's action")
     kind.add_argument("--demo", type=int, help="this many procedural demo actors per action")
     p.add_argument("--classes", default="person", help="comma-separated class names (videos, labelme, coco)")
     p.add_argument("--label", default=None, help="class of every video tube (default: the first class)")
@@ -43,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labelmap", help="AVA label map .pbtxt of --ava-csv")
     p.add_argument("--fps", type=int, default=30, help="frames per second of --frames (AVA: 30)")
     p.add_argument("--num-frames", type=int, default=16, help="frames per box / demo tube")
+    p.add_argument("--split", type=int, default=1, help="--ucf24/--jhmdb: the index's split (UCF101-24 has one)")
+    p.add_argument("--every", type=int, default=0, help="box tubes: one tube centred on every this many annotated "
+                   "times of a person (default: 1 for --ava-csv, --num-frames for --ucf24 / --jhmdb)")
     p.add_argument("--feather", type=int, default=0, help="box tubes: alpha ramp width in pixels (0: hard)")
     p.add_argument("--stride", type=int, default=1, help="videos: use every this many frames")
     p.add_argument("--max-frames", type=int, default=0, help="videos: read at most this many (strided) frames")
@@ -72,11 +81,28 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], src.Inputs]:
             raise StalError("--ava-csv needs --frames DIR and --labelmap FILE")
         names = read_labelmap(args.labelmap)
         classes = [names.get(i, f"action{i}") for i in range(1, max(names) + 1)]
-        return classes, src.ava_box_inputs(args.ava_csv, args.frames, fps=args.fps, num_frames=args.num_frames,
-                                           feather=args.feather, num_classes=len(classes))
+        return classes, src.box_tube_inputs(args.ava_csv, args.frames, frame_template=AVA_FRAME_TEMPLATE, fps=args.fps,
+                                            video_start=900, num_frames=args.num_frames, feather=args.feather,
+                                            num_classes=len(classes), every=args.every or 1, kind="ava")
+    if args.act_index:
+        return _act_inputs(args)
     from stal.data.demo_render import ACTIONS
 
     return list(ACTIONS), src.demo_inputs(per_class=args.demo, num_frames=args.num_frames, seed=args.seed)
+
+
+def _act_inputs(args: argparse.Namespace) -> tuple[list[str], src.Inputs]:
+    """Box tubes of an ACT index's training split (frames ROOT/rgb-images/<video>/%05d.jpg, time =
+    1-based frame number, so fps 1 and start 1)."""
+    from stal.data.act import ACT_FRAME_TEMPLATE, check_index
+    from stal.data.ava_format import read_labelmap
+
+    paths = check_index(args.act_index, args.split, need=("frames", "train", "labelmap"))
+    names = read_labelmap(paths["labelmap"])
+    classes = [names.get(i, f"action{i}") for i in range(1, max(names) + 1)]
+    return classes, src.box_tube_inputs(paths["train"], paths["frames"], frame_template=ACT_FRAME_TEMPLATE, fps=1,
+                                        video_start=1, num_frames=args.num_frames, feather=args.feather,
+                                        num_classes=len(classes), every=args.every or args.num_frames, kind="act")
 
 
 def build(args: argparse.Namespace) -> dict:

@@ -41,6 +41,18 @@ def index_paths(root: str, split: int) -> dict[str, str]:
             "frames": os.path.join(root, "rgb-images")}
 
 
+def check_index(root: str, split: int, *, need: Sequence[str] = ("frames", "train", "test", "labelmap"),
+                tool: str = "data_prep/ucf24_from_act.py (or jhmdb_from_act.py)") -> dict[str, str]:
+    """:func:`index_paths` of ``root``; DataError naming the first of ``need`` that is missing
+    and the command that writes it."""
+    paths = index_paths(root, split)
+    for key in need:
+        if not os.path.exists(paths[key]):
+            raise DataError(f"{paths[key]} not found: prepare the index with python {tool} --root {root} "
+                            f"--split {split} (docs/datasets.md)")
+    return paths
+
+
 def act_table(act: ActAnnotations, *, videos: Sequence[str], every: int = 1) -> AvaTable:
     """Rows of every tube box of ``videos`` (see the module doc), frames ``1, 1 + every, ...``.
 
@@ -66,6 +78,30 @@ def act_table(act: ActAnnotations, *, videos: Sequence[str], every: int = 1) -> 
     return AvaTable(video=np.array(cols["video"], dtype=object), timestamp=np.concatenate(cols["timestamp"]),
                     boxes=np.concatenate(cols["boxes"]).astype(np.float32), action=np.concatenate(cols["action"]),
                     extra=np.concatenate(cols["extra"]))
+
+
+def actor_free_ranges(table: AvaTable, *, frame_dir: str, min_length: int) -> dict[str, list[tuple[int, int]]]:
+    """{frame folder: [(start, stop), ...]}: runs of at least ``min_length`` frames of each video
+    of ``table`` that no annotated tube spans (0-based indices into the folder's sorted frames,
+    stop exclusive), for background banks without the labelled actions.
+
+    A tube spans its first to last annotated frame (gaps left by ``--train-every`` included).
+    """
+    from stal.synthesis.backgrounds import list_frames
+
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for video, person, frame in zip(table.video, table.extra.astype(np.int64), table.timestamp):
+        spans.setdefault(str(video), []).append((int(person), int(frame)))
+    out = {}
+    for video in sorted(spans):
+        folder = os.path.join(frame_dir, video)
+        covered = np.zeros(len(list_frames(folder)), bool)
+        for person in {p for p, _ in spans[video]}:
+            frames = [f for p, f in spans[video] if p == person]
+            covered[min(frames) - 1:max(frames)] = True
+        edges = np.flatnonzero(np.diff(np.concatenate([[1], covered.astype(np.int8), [1]])))
+        out[folder] = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_length]
+    return out
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 from fvcore.common.config import CfgNode
 from torch.utils.data import DataLoader
 
-from stal.errors import DataError
+from stal.errors import ConfigError, DataError
 from stal.guidance.penalty import GuidanceSpec
 from stal.models import build_detector, load_pretrained
 from stal.objective import Objective
@@ -91,8 +91,10 @@ def build_synthesizer(cfg: CfgNode):
         colour_match=s.COLOUR_MATCH, interpolation=s.INTERPOLATION, clip_dtype="uint8")
     if s.MIXER != "none":
         dur = (1.0, 1.0) if s.MIXER == "cutmix" else (s.MIX_DURATION_MIN, s.MIX_DURATION_MAX)
+        # Weak supervision (MIL) labels clips from their actors, so every actor stays a source.
         mixer = mixing.CuboidMix(area_min=s.MIX_AREA_MIN, area_max=s.MIX_AREA_MAX, duration_min=dur[0],
-                                 duration_max=dur[1], num_classes=cfg.MODEL.NUM_CLASSES)
+                                 duration_max=dur[1], num_classes=cfg.MODEL.NUM_CLASSES,
+                                 keep_sources=bool(cfg.MODEL.MIL_POOLING))
         synth = mixing.MixingSynthesizer(source=synth, mixer=mixer)
     steps = []
     if s.CROP_SCALE_MIN < 1.0:
@@ -248,6 +250,24 @@ def build_image_eval_splits(cfg: CfgNode) -> dict:
                                        boxes=[np.zeros((0, 4), np.int64)] * len(paths), mean=mean, std=std)}
 
 
+def build_weak_train_dataset(cfg: CfgNode):
+    """Clip-level labels for a MIL detector (MODEL.MIL_POOLING): synthesized clips in the weak
+    layout of :mod:`stal.data.weak` (one label row per clip; the actors' boxes are proposals)."""
+    from stal.data.weak import WeakSynthesisDataset
+
+    if cfg.TRAIN.DATASET != "synthesis":
+        raise ConfigError(f"MODEL.MIL_POOLING {cfg.MODEL.MIL_POOLING} trains on clip-level labels, which "
+                          f"TRAIN.DATASET synthesis provides; TRAIN.DATASET {cfg.TRAIN.DATASET} labels boxes")
+    if cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "counterfactual":
+        raise ConfigError("GUIDANCE.MODE counterfactual is not implemented for MODEL.MIL_POOLING; use exact or fd")
+    if cfg.TEST.ENABLE and cfg.TEST.DATASET in _ACT_DATASETS:
+        _act_paths(cfg, cfg.TEST.DATASET)  # a missing test index fails now, not after training
+    synth, steps = build_synthesizer(cfg)
+    return WeakSynthesisDataset(synthesizer=synth, transforms=steps, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
+                                seed=cfg.RNG_SEED, num_classes=cfg.MODEL.NUM_CLASSES, mean=cfg.DATA.MEAN,
+                                std=cfg.DATA.STD)
+
+
 def build_train_loader(cfg: CfgNode, *, ctx=None) -> DataLoader:
     """This process's training micro-batches (layout of :mod:`stal.data.synthetic`).
 
@@ -257,7 +277,9 @@ def build_train_loader(cfg: CfgNode, *, ctx=None) -> DataLoader:
     from stal.data.synthetic import collate_train
     from stal.engine.distributed import DistContext, GlobalBatchSampler
 
-    if cfg.TRAIN.DATASET in IMAGE_DATASETS:
+    if cfg.MODEL.MIL_POOLING:
+        dataset = build_weak_train_dataset(cfg)
+    elif cfg.TRAIN.DATASET in IMAGE_DATASETS:
         dataset = build_image_train_dataset(cfg)
     elif cfg.TRAIN.DATASET == "demo":
         counterfactual = bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "counterfactual")

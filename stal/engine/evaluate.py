@@ -42,8 +42,10 @@ def predict_detections(model: torch.nn.Module, dataset, *, batch_size: int, loss
     videos, seconds, boxes, actions, scores = [], [], [], [], []
     cols = np.asarray(class_ids) - 1
     device = next(model.parameters()).device
+    # A MIL model (weak supervision) pools its boxes into clip rows; here every box is scored.
+    score_boxes = getattr(model, "proposal_logits", model)
     for batch in tqdm(loader, desc="test", leave=False, disable=None):
-        logits = model(batch["clip"].to(device), batch["rois"].to(device))
+        logits = score_boxes(batch["clip"].to(device), batch["rois"].to(device))
         probs = class_probabilities(logits, loss_func=loss_func).float().cpu().numpy()
         n = len(batch["keys"])
         videos.append(np.repeat(np.array([k[0] for k in batch["keys"]], dtype=object), len(cols)))

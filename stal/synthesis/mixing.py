@@ -53,6 +53,39 @@ def _two_sources(first: Sample, second: Sample, clip: np.ndarray, taken: np.ndar
                   provenance=Provenance(ids=ids, alpha=alpha), background=first.clip, info=info)
 
 
+def _all_sources(first: Sample, second: Sample, clip: np.ndarray, taken: np.ndarray,
+                 num_classes: int | None, info: dict) -> Sample:
+    """The mixed Sample keeping every source of both inputs: ``first``'s K1 sources where
+    ``taken`` (bool (T, H, W)) is False, then ``second``'s K2 sources where it is True (source
+    ids K1 + k). Each keeps its own labels; its visible weight is its alpha inside its side."""
+    if first.provenance is None or second.provenance is None:
+        raise DataError("mixing with keep_sources needs synthesized inputs (with provenance)")
+    k1 = first.provenance.num_sources
+    ids2 = second.provenance.ids
+    ids = np.where(taken, np.where(ids2 > 0, ids2 + k1, 0), first.provenance.ids).astype(np.int16)
+    alpha = np.concatenate([first.provenance.alpha * ~taken, second.provenance.alpha * taken]).astype(np.float32)
+    labels = [np.asarray(first.labels), np.asarray(second.labels)]
+    if labels[0].ndim != labels[1].ndim:  # one single-label, one multi-hot input: both multi-hot
+        labels = [_multi_hot(lab, num_classes) for lab in labels]
+    background = None
+    if first.background is not None and second.background is not None:
+        background = np.where(taken[..., None], second.background, first.background)
+    return Sample(clip=clip, boxes=boxes_from_ids(ids, len(alpha)), labels=np.concatenate(labels),
+                  keyframe=first.keyframe, provenance=Provenance(ids=ids, alpha=alpha), background=background,
+                  info=info)
+
+
+def _multi_hot(labels: np.ndarray, num_classes: int | None) -> np.ndarray:
+    """(K,) class indices -> float32 (K, C) multi-hot; (K, C) unchanged."""
+    if labels.ndim == 2:
+        return labels.astype(np.float32)
+    if num_classes is None:
+        raise DataError("mixing single-label and multi-hot sources needs num_classes")
+    hot = np.zeros((len(labels), num_classes), np.float32)
+    hot[np.arange(len(labels)), labels] = 1.0
+    return hot
+
+
 def _check_pair(first: Sample, second: Sample) -> None:
     if first.clip.shape != second.clip.shape or first.clip.dtype != second.clip.dtype:
         raise DataError(f"mixing needs clips of equal shape and dtype, got {first.clip.shape} {first.clip.dtype} "
@@ -67,6 +100,11 @@ class CuboidMix:
     side, centre uniform, clipped to the frame as in CutMix) and ``duration_min..duration_max``
     of the frames (a contiguous run). With durations 1.0 it is CutMix (every frame, T = 1
     for images).
+
+    ``keep_sources`` False: two sources, ``first`` outside the cuboid and ``second`` inside it
+    (labels: each input's clip label, see :func:`clip_labels`). True (weak supervision over
+    synthesized inputs): every pasted actor of both inputs stays a source of its own, cut to
+    its side of the cuboid, with its own labels and boxes (:func:`_all_sources`).
     """
 
     area_min: float = 0.1
@@ -74,6 +112,7 @@ class CuboidMix:
     duration_min: float = 0.5
     duration_max: float = 1.0
     num_classes: int | None = None
+    keep_sources: bool = False
 
     def __call__(self, rng: np.random.Generator, first: Sample, second: Sample) -> Sample:
         _check_pair(first, second)
@@ -90,7 +129,8 @@ class CuboidMix:
         taken = np.zeros((T, H, W), bool)
         taken[t0:t0 + length, y0:y1, x0:x1] = True
         info = {"cuboid_tyx": [t0, t0 + length, y0, y1, x0, x1], "first": first.info, "second": second.info}
-        return _two_sources(first, second, clip, taken, self.num_classes, info)
+        mix = _all_sources if self.keep_sources else _two_sources
+        return mix(first, second, clip, taken, self.num_classes, info)
 
 
 def CutMix(*, area_min: float = 0.1, area_max: float = 0.5, num_classes: int | None = None) -> CuboidMix:

@@ -119,41 +119,106 @@ def box_alpha(h: int, w: int, feather: int) -> np.ndarray:
     return np.rint(np.clip(ramp, 0, 1) * 255).astype(np.uint8)
 
 
-def ava_box_inputs(csv_path: str, frame_dir: str, *, fps: int, num_frames: int, feather: int,
-                   num_classes: int, video_start: int = 900) -> Inputs:
-    """AVA-format boxes (no masks): rectangular (or feathered-box) tubes of ``num_frames`` frames
-    centred on each annotated keyframe, cut at the keyframe's box; labels = the person's
-    actions at that keyframe (AVA action ids are 1-based, tube labels 0-based)."""
+def _person_times(table) -> dict[tuple[str, int], dict[int, list[int]]]:
+    """{(video, person id): {timestamp: row indices}} of an AVA-format table."""
+    people: dict[tuple[str, int], dict[int, list[int]]] = {}
+    for i in range(len(table.video)):
+        key = (str(table.video[i]), int(table.extra[i]))
+        people.setdefault(key, {}).setdefault(int(table.timestamp[i]), []).append(i)
+    return people
+
+
+def _centres(times: list[int], every: int) -> list[int]:
+    """Every ``every``-th annotated time, starting so that the first window starts near the first time."""
+    offset = min(every // 2, (len(times) - 1) // 2)
+    return times[offset::every]
+
+
+def _window_boxes(table, times: dict[int, list[int]], centre: int, *, fps: int, video_start: int,
+                  num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(0-based frame indices (n,), normalized boxes (n, 4)) of the window around ``centre``.
+
+    Frame f shows time ``video_start + f / fps``; its box is the person's box at the nearest
+    annotated time. Frames more than half a time unit outside the person's annotated span
+    (and before frame 0) are left out, so a tube never outlives its annotation.
+    """
+    known = np.array(sorted(times), np.float64)
+    key = (centre - video_start) * fps
+    frames = np.arange(key - num_frames // 2, key - num_frames // 2 + num_frames)
+    t = video_start + frames / fps
+    frames = frames[(frames >= 0) & (t >= known[0] - 0.5) & (t <= known[-1] + 0.5)]
+    nearest = known[np.abs(video_start + frames[:, None] / fps - known[None, :]).argmin(1)]
+    boxes = np.stack([table.boxes[times[int(s)][0]] for s in nearest]).astype(np.float64)
+    return frames.astype(np.int64), boxes
+
+
+def box_tube_inputs(csv_path: str, frame_dir: str, *, frame_template: str, fps: int, video_start: int,
+                    num_frames: int, feather: int, num_classes: int, every: int = 1, kind: str = "boxes") -> Inputs:
+    """Box tubes (no masks) from an AVA-format box CSV ``video,time,x1,y1,x2,y2,action,person``.
+
+    For each person (video, person id) a tube of up to ``num_frames`` frames is centred on
+    every ``every``-th annotated time; each frame is cut at the person's box nearest in time
+    (AVA: the keyframe's box, annotated once a second; UCF101-24 / JHMDB: the tube's box of
+    that very frame), on a canvas holding the window's boxes, alpha = the box (``feather``:
+    ramped over that many pixels) and 0 elsewhere. Labels = the person's actions at the centre
+    (1-based ids in the CSV, 0-based tube labels). Frames are
+    ``frame_dir/frame_template.format(video=..., number=f + 1)`` for the 0-based frame f that
+    shows time ``video_start + f / fps`` (AVA: ``{video}/{video}_{number:06d}.jpg``, 30, 900;
+    ACT index: ``{video}/{number:05d}.jpg``, 1, 1). Boxes are normalized x1, y1, x2, y2.
+    ``kind`` names the input in the bank (``<kind>_boxes``) and in its resume keys.
+    """
     from stal.data.ava_format import read_ava_csv
 
     table = read_ava_csv(csv_path)
-    groups: dict[tuple[str, int, int], list[int]] = {}
-    for i in range(len(table.video)):
-        groups.setdefault((str(table.video[i]), int(table.timestamp[i]), int(table.extra[i])), []).append(i)
-    for video in sorted({key[0] for key in groups}):
+    people = _person_times(table)
+    for video in sorted({vid for vid, _ in people}):
         def tubes(video=video):
-            for (vid, second, person), rows in sorted(groups.items()):
+            for (vid, person), times in sorted(people.items()):
                 if vid != video:
                     continue
-                actions = sorted({int(table.action[r]) - 1 for r in rows})
-                if any(not 0 <= a < num_classes for a in actions):
-                    raise DataError(f"{csv_path}: {vid},{second}: action ids {[a + 1 for a in actions]} "
-                                    f"outside 1..{num_classes}")
-                key = (second - video_start) * fps
-                idx = np.clip(np.arange(key - num_frames // 2, key - num_frames // 2 + num_frames), 0, None)
-                files = [os.path.join(frame_dir, vid, f"{vid}_{j + 1:06d}.jpg") for j in idx]
-                frames = np.stack([read_image(f) for f in files])
-                H, W = frames.shape[1:3]
-                x1, y1, x2, y2 = table.boxes[rows[0]]
-                c = [int(round(y1 * H)), int(round(y2 * H)), int(round(x1 * W)), int(round(x2 * W))]
-                if c[1] <= c[0] or c[3] <= c[2]:
-                    raise DataError(f"{csv_path}: {vid},{second},person {person}: empty box {table.boxes[rows[0]]}")
-                rgb = np.ascontiguousarray(frames[:, c[0]:c[1], c[2]:c[3]])
-                alpha = np.broadcast_to(box_alpha(c[1] - c[0], c[3] - c[2], feather), rgb.shape[:3]).copy()
-                yield {"rgb": rgb, "alpha": alpha, "labels": actions,
-                       "source": {"input": csv_path, "kind": "ava_boxes", "video": vid, "timestamp": second,
-                                  "person": person}}
-        yield f"ava:{os.path.abspath(csv_path)}:{video}", tubes()
+                for centre in _centres(sorted(times), every):
+                    where = f"{csv_path}: {vid},{centre},person {person}"
+                    actions = sorted({int(table.action[r]) - 1 for r in times[centre]})
+                    if any(not 0 <= a < num_classes for a in actions):
+                        raise DataError(f"{where}: action ids {[a + 1 for a in actions]} outside 1..{num_classes}")
+                    frames, boxes = _window_boxes(table, times, centre, fps=fps, video_start=video_start,
+                                                  num_frames=num_frames)
+                    if len(frames) == 0:
+                        raise DataError(f"{where}: time {centre} is before the first frame (time {video_start})")
+                    files = [os.path.join(frame_dir, frame_template.format(video=vid, number=f + 1)) for f in frames]
+                    rgb, alpha = _box_tube(np.stack([read_image(f) for f in files]), boxes, feather=feather,
+                                           where=where)
+                    yield {"rgb": rgb, "alpha": alpha, "labels": actions,
+                           "source": {"input": csv_path, "kind": f"{kind}_boxes", "video": vid, "timestamp": centre,
+                                      "person": person, "first_frame": int(frames[0]) + 1}}
+        yield f"{kind}:{os.path.abspath(csv_path)}:{video}", tubes()
+
+
+def _box_tube(frames: np.ndarray, boxes: np.ndarray, *, feather: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 (n, H, W, 3) and normalized boxes (n, 4) -> (rgb (n, h, w, 3), alpha (n, h, w))
+    on the canvas enclosing every frame's box (pixel edges: x1 * W .. x2 * W, rounded)."""
+    n, H, W = frames.shape[:3]
+    px = np.rint(boxes * np.array([W, H, W, H])).astype(np.int64)
+    px[:, 0::2], px[:, 1::2] = np.clip(px[:, 0::2], 0, W), np.clip(px[:, 1::2], 0, H)
+    empty = (px[:, 2] <= px[:, 0]) | (px[:, 3] <= px[:, 1])
+    if empty.any():
+        raise DataError(f"{where}: empty tube box {boxes[int(np.argmax(empty))].round(4).tolist()} "
+                        f"(x2 <= x1 or y2 <= y1 on a {W}x{H} frame)")
+    x0, y0, x1, y1 = px[:, 0].min(), px[:, 1].min(), px[:, 2].max(), px[:, 3].max()
+    rgb = np.ascontiguousarray(frames[:, y0:y1, x0:x1])
+    alpha = np.zeros(rgb.shape[:3], np.uint8)
+    for t, (a, b, c, d) in enumerate(px):
+        alpha[t, b - y0:d - y0, a - x0:c - x0] = box_alpha(d - b, c - a, feather)
+    return rgb, alpha
+
+
+def ava_box_inputs(csv_path: str, frame_dir: str, *, fps: int, num_frames: int, feather: int,
+                   num_classes: int, video_start: int = 900) -> Inputs:
+    """AVA boxes: :func:`box_tube_inputs` with AVA's frame names, a tube at every keyframe."""
+    from stal.data.ava import AVA_FRAME_TEMPLATE
+
+    return box_tube_inputs(csv_path, frame_dir, frame_template=AVA_FRAME_TEMPLATE, fps=fps, video_start=video_start,
+                           num_frames=num_frames, feather=feather, num_classes=num_classes, every=1, kind="ava")
 
 
 def demo_inputs(*, per_class: int, num_frames: int, seed: int, pose_randomness: float = 1.0) -> Inputs:

@@ -1,0 +1,109 @@
+"""Weak supervision: synthesized clips with clip-level labels, for MIL detectors (stal.models.mil).
+
+The paper's weakly supervised UCF101-24 setting: each training clip has one label and no
+box labels; the boxes are person proposals whose scores the detector pools into one row per
+clip. Synthesized clips (tubes over backgrounds, optionally BatchMixed with
+``keep_sources``) know every pasted actor, so the proposals are the actors' keyframe boxes
+and the guidance target is the voxels of the actors that carry the clip's label.
+
+Item layout (stacked by :func:`stal.data.synthetic.collate_train`, so the batch is the
+training layout with one label row per clip):
+
+* ``clip`` float32 (3, T, H, W), normalized.
+* ``boxes`` float32 (P, 4): proposals, input pixels x1, y1, x2, y2 at the keyframe, one per
+  source visible there (any label); P may be 0 (the MIL model then scores the whole frame).
+* ``labels``: the clip label, int64 (1,) (single-label) or float32 (1, C) multi-hot.
+* ``mask`` float32 (T, H, W) and ``source_masks`` float32 (1, T, H, W): the summed visible
+  weight (clipped to 1) of the sources carrying the clip label, so per-source guidance takes
+  clip row b against ``source_masks[b]``.
+
+The clip label (:func:`clip_label`): single-label, the class whose sources have the most
+visible weight in the whole clip (ties: the lower class), so a BatchMix cuboid that covers
+most of one clip's actor hands the clip to the other clip's action; multi-label, every class
+of a visible source.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stal.errors import DataError
+from stal.structures import Sample, clip_as_float
+
+
+def clip_label(sample: Sample, *, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(label, carriers): the clip label (int64 scalar, or float32 (C,) multi-hot when the
+    sample's labels are (K, C)) and bool (K,), the sources carrying it.
+
+    DataError when no labelled source is visible anywhere in the clip (nothing to label).
+    """
+    alpha = sample.provenance.alpha  # (K, T, H, W) visible weight of each source
+    weight = alpha.sum(axis=(1, 2, 3), dtype=np.float64)
+    visible = weight > 0
+    labels = np.asarray(sample.labels)
+    if not visible.any():
+        raise DataError("no labelled source is visible in the clip")
+    if labels.ndim == 2:
+        carriers = visible & (labels > 0).any(1)
+        return (labels[carriers].max(0) > 0).astype(np.float32), carriers
+    per_class = np.bincount(labels[visible], weights=weight[visible], minlength=num_classes)
+    label = np.int64(per_class.argmax())
+    return label, visible & (labels == label)
+
+
+def weak_item(sample: Sample, *, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """One training item of the weak layout (module docstring) from a synthesized Sample."""
+    from stal.data.synthetic import normalize_clip
+
+    T, H, W, _ = sample.clip.shape
+    label, carriers = clip_label(sample, num_classes=num_classes)
+    key = sample.boxes[:, sample.keyframe]
+    proposals = key[~np.isnan(key).any(1)] * np.array([W, H, W, H], np.float32)
+    mask = np.clip(sample.provenance.alpha[carriers].sum(0), 0.0, 1.0).astype(np.float32)
+    return {"clip": normalize_clip(clip_as_float(sample.clip), mean, std),
+            "boxes": torch.from_numpy(np.ascontiguousarray(proposals, np.float32)),
+            "labels": torch.from_numpy(np.asarray(label)[None]),
+            "mask": torch.from_numpy(mask), "source_masks": torch.from_numpy(mask[None])}
+
+
+class WeakSynthesisDataset(Dataset):
+    """``length`` weakly labelled items per epoch from ``synthesizer`` followed by ``transforms``.
+
+    Item ``i`` of epoch ``e`` draws from the generator ``(seed, e, i)`` (the same anywhere, as
+    :class:`stal.synthesis.dataset.SynthesisDataset`); a draw in which no labelled source is
+    visible (a BatchMix cuboid or a crop removed every actor) is followed by a new draw from
+    the same generator, up to ``max_draws`` in all.
+    """
+
+    def __init__(self, *, synthesizer: Callable[[np.random.Generator], Sample],
+                 transforms: Sequence[Callable] = (), length: int, seed: int, num_classes: int,
+                 mean: Sequence[float], std: Sequence[float], max_draws: int = 8):
+        self.synthesizer, self.transforms = synthesizer, list(transforms)
+        self.length, self.seed, self.epoch = length, seed, 0
+        self.num_classes, self.mean, self.std, self.max_draws = num_classes, list(mean), list(std), max_draws
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, index: int) -> Sample:
+        """The transformed Sample of item ``index`` (with at least one visible labelled source)."""
+        from stal.synthesis.dataset import sample_rng
+        from stal.synthesis.transforms import apply
+
+        rng = sample_rng(self.seed, self.epoch, index)
+        for _ in range(self.max_draws):
+            s = apply(self.synthesizer(rng), rng, self.transforms)
+            if s.provenance.alpha.any():  # weights are >= 0
+                return s
+        raise DataError(f"{self.max_draws} synthesized clips in a row without a visible actor (item {index}, "
+                        f"epoch {self.epoch}): check the tube bank and SYNTHESIS.MIX_AREA_MAX / CROP_SCALE_MIN")
+
+    def __getitem__(self, index: int) -> dict:
+        return weak_item(self.sample(index), num_classes=self.num_classes, mean=self.mean, std=self.std)
