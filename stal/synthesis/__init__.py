@@ -10,7 +10,8 @@
 - :mod:`~stal.synthesis.extraction`, :mod:`~stal.synthesis.tube_sources`: bank building.
 """
 
-from stal.synthesis.compose import Layer, PlacedTube, boxes_from_ids, composite, composite_layers, tube_boxes
+from stal.synthesis.compose import (Layer, PlacedTube, boxes_from_crops, boxes_from_ids, composite, composite_layers,
+                                    tube_boxes)
 from stal.synthesis.mixing import CuboidMix, CutMix, DifferenceMask, Mixer, MixingSynthesizer, mix_batch
 from stal.synthesis.paste import ArrayBackgrounds, PasteSynthesizer, Synthesizer
 from stal.synthesis.placement import PlacementSpec
@@ -19,4 +20,4 @@ BatchMix = CuboidMix  # the paper's name for the cuboid mix of clips
 
 __all__ = ["ArrayBackgrounds", "BatchMix", "CuboidMix", "CutMix", "DifferenceMask", "Layer", "Mixer",
            "MixingSynthesizer", "PasteSynthesizer", "PlacedTube", "PlacementSpec", "Synthesizer",
-           "boxes_from_ids", "composite", "composite_layers", "mix_batch", "tube_boxes"]
+           "boxes_from_crops", "boxes_from_ids", "composite", "composite_layers", "mix_batch", "tube_boxes"]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from stal.errors import DataError
 from stal.structures import Sample, clip_as_float
-from stal.synthesis.compose import Layer, boxes_from_ids, composite_layers, layer_footprint
+from stal.synthesis.compose import Layer, boxes_from_crops, composite_layers
 from stal.synthesis.edges import feather_alpha, match_colour
 from stal.synthesis.placement import Placement, PlacementSpec, place_actors
 from stal.synthesis.tube_bank import Tube
@@ -74,16 +74,39 @@ def resize_rgba(rgba: np.ndarray, height: int, width: int, interpolation: str) -
     if (h, w) == (height, width):
         return rgba
     if interpolation == "nearest":
-        ys = ((np.arange(height) + 0.5) * (h / height)).astype(np.int64)
-        xs = ((np.arange(width) + 0.5) * (w / width)).astype(np.int64)
-        # One uint32 per RGBA pixel: the column gather moves 4 bytes per element, not 1.
-        pixels = np.ascontiguousarray(rgba).view(np.uint32)[..., 0]
-        return pixels.take(ys, axis=1).take(xs, axis=2)[..., None].view(np.uint8)
+        return _gather_pixels(rgba, _nearest_index(height, h), _nearest_index(width, w))
     # Pillow resamples RGBA through premultiplied RGBa and widens the filter when shrinking.
     out = np.empty((n, height, width, 4), np.uint8)
     for i in range(n):
         out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(rgba[i]), "RGBA").resize((width, height), Image.BILINEAR))
     return out
+
+
+def _nearest_index(size: int, source_size: int) -> np.ndarray:
+    """int64 (size,): the source row (or column) each output row samples, nondecreasing."""
+    return ((np.arange(size) + 0.5) * (source_size / size)).astype(np.int64)
+
+
+def _gather_pixels(rgba: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """uint8 (n, len(rows), len(cols), 4): ``rgba[:, rows][:, :, cols]``."""
+    # One uint32 per RGBA pixel: the column gather moves 4 bytes per element, not 1.
+    pixels = np.ascontiguousarray(rgba).view(np.uint32)[..., 0]
+    return pixels.take(rows, axis=1).take(cols, axis=2)[..., None].view(np.uint8)
+
+
+def _alpha_boxes(alpha: np.ndarray) -> np.ndarray:
+    """int64 (n, 4): per frame of ``alpha`` (n, h, w), the box (y0, y1, x0, x1) of alpha > 0;
+    (h, 0, w, 0) for an empty frame, so that unions by min / max ignore it."""
+    n, h, w = alpha.shape
+    rows, cols = alpha.any(2), alpha.any(1)
+    boxes = np.stack([rows.argmax(1), h - rows[:, ::-1].argmax(1), cols.argmax(1), w - cols[:, ::-1].argmax(1)], 1)
+    boxes[~rows.any(1)] = (h, 0, w, 0)
+    return boxes.astype(np.int64)
+
+
+# Frames per piece of a tube pasted in pieces (see PasteSynthesizer._pieces): fewer frames give
+# tighter boxes, more pieces cost more calls.
+PIECE_FRAMES = 4
 
 
 class PasteSynthesizer:
@@ -116,6 +139,7 @@ class PasteSynthesizer:
             raise DataError(f"{getattr(tubes, 'root', 'tube bank')}: {len(classes)} classes {list(classes)}, "
                             f"but the model predicts {num_classes} (MODEL.NUM_CLASSES)")
         self._soft: dict[int, bool] = {}
+        self._boxes: dict[int, np.ndarray] = {}  # per tube: _alpha_boxes of its frames
         root = getattr(tubes, "root", "")
         self._meta = [(e["frames"], e["height"], e["width"], e.get("actor_height", e["height"]),
                        f"{root}/{e['file']}" if root else e["file"]) for e in tubes.entries]
@@ -124,12 +148,14 @@ class PasteSynthesizer:
         background = np.ascontiguousarray(self.backgrounds.clip(rng, num_frames=self.T, height=self.H, width=self.W))
         placements = place_actors(rng, self.placement, tubes=self._meta, num_frames=self.T,
                                   height=self.H, width=self.W)
-        layers = [self._layer(p, background) for p in placements]
+        # Nearest resizing of hard-edged tubes (the loader default) pastes each tube in pieces
+        # cropped to its alpha; edge treatments work on the whole resized canvas.
+        fast = self.interpolation == "nearest" and self.edge == "hard" and self.colour_match == 0
+        layers = [self._pieces(p) if fast else self._layer(p, background) for p in placements]
         if self.clip_dtype == "float32":
             background = clip_as_float(background)
         clip, prov = composite_layers(background, layers)
-        regions = [layer_footprint(layer, self.H, self.W) for layer in layers]
-        boxes = boxes_from_ids(prov.ids, len(layers), regions)
+        boxes = boxes_from_crops(prov.crops, prov.shape)
         labels = self._labels([self.tubes[p.tube].labels for p in placements])
         info = {"tubes": [self._meta[p.tube][4] for p in placements]}
         return Sample(clip=clip, boxes=boxes, labels=labels, keyframe=self.T // 2, provenance=prov,
@@ -155,6 +181,43 @@ class PasteSynthesizer:
             ref = background[t, y0:y0 + p.height, x0:x0 + p.width]
             rgba = match_colour(rgba, ref, self.colour_match)
         return Layer(rgba=rgba, frames=frames, top=p.top, left=p.left, soft=soft)
+
+    def _pieces(self, p: Placement) -> list[Layer]:
+        """The placed tube as time-disjoint Layers of up to PIECE_FRAMES frames, each gathered
+        only over the box where its frames have alpha > 0.
+
+        Nearest resizing maps a source box to a sub-rectangle of the resized canvas (the row
+        and column maps are nondecreasing), so the pasted pixels are exactly those of
+        :meth:`_layer`; but a tube's canvas holds its whole track and is mostly transparent,
+        and every pass over it (gather, opaque mask, copy, weights, boxes) costs.
+        """
+        tube = self.tubes[p.tube]
+        ys, xs = _nearest_index(p.height, tube.rgba.shape[1]), _nearest_index(p.width, tube.rgba.shape[2])
+        if p.tube not in self._boxes:
+            self._boxes[p.tube] = _alpha_boxes(tube.rgba[..., 3])
+        soft = self._soft_alpha(p.tube, tube)
+        present = np.flatnonzero(p.frames >= 0)
+        starts = np.arange(0, present.size, PIECE_FRAMES)
+        # Per piece, the union of its frames' alpha boxes, and the output rows / columns whose
+        # source row / column lies inside it.
+        b = self._boxes[p.tube][p.frames[present]]
+        lo, hi = np.minimum.reduceat(b[:, 0::2], starts), np.maximum.reduceat(b[:, 1::2], starts)
+        ya, yb = np.searchsorted(ys, lo[:, 0]).tolist(), np.searchsorted(ys, hi[:, 0]).tolist()
+        xa, xb = np.searchsorted(xs, lo[:, 1]).tolist(), np.searchsorted(xs, hi[:, 1]).tolist()
+        pieces = []
+        for i, first in enumerate(starts.tolist()):
+            if ya[i] >= yb[i] or xa[i] >= xb[i]:
+                continue  # nothing with alpha > 0 survives the resize in these frames
+            chunk = present[first:first + PIECE_FRAMES]
+            src = p.frames[chunk]  # consecutive tube frames
+            rgba = _gather_pixels(tube.rgba[src[0]:src[-1] + 1], ys[ya[i]:yb[i]], xs[xa[i]:xb[i]])
+            left = xa[i]
+            if p.flip:
+                rgba, left = rgba[:, :, ::-1], p.width - xb[i]
+            frames = np.full(self.T, -1, np.int64)
+            frames[chunk] = src - src[0]
+            pieces.append(Layer(rgba=rgba, frames=frames, top=p.top + ya[i], left=p.left + left, soft=soft))
+        return pieces
 
     def _soft_alpha(self, index: int, tube: Tube) -> bool:
         if index not in self._soft:

@@ -4,7 +4,9 @@ background, the per-source alpha and hence the ids and boxes of a :class:`Sample
 Resampling uses bilinear interpolation for the clip, background and alpha alike; ids are
 then recomputed from the resampled alpha with the same rule as compositing (largest visible
 weight > 0) and boxes from the ids, so "boxes enclose exactly the voxels of their id" holds
-after any transform. Crops and flips move voxels without resampling (exact). Samples
+after any transform. Crops and flips move voxels without resampling (exact); flips and
+temporal subsampling act on the sparse per-source crops (no dense alpha is built, see
+:class:`~stal.structures.Provenance`), crops and resizing on the dense alpha. Samples
 without provenance get their boxes transformed geometrically. Every random choice comes
 from the generator passed in.
 """
@@ -18,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stal.structures import Provenance, Sample, clip_as_float
-from stal.synthesis.compose import _ids_from_weights, boxes_from_ids
+from stal.structures import AlphaCrop, Provenance, Sample, clip_as_float
+from stal.synthesis.compose import _ids_from_weights, boxes_from_crops, boxes_from_ids
 
 Transform = Callable[[Sample, np.random.Generator], Sample]
 
@@ -44,8 +46,15 @@ def hflip(sample: Sample, rng: np.random.Generator, *, prob: float = 0.5) -> Sam
     def boxes(b: np.ndarray) -> np.ndarray:
         return np.stack([1 - b[..., 2], b[..., 1], 1 - b[..., 0], b[..., 3]], -1).astype(np.float32)
 
-    alpha = None if sample.provenance is None else flip(sample.provenance.alpha, -1)
-    return _with_provenance(sample, flip(sample.clip, 2), flip(sample.background, 2), alpha, boxes)
+    clip, background = flip(sample.clip, 2), flip(sample.background, 2)
+    if sample.provenance is None:
+        return replace(sample, clip=clip, background=background, boxes=boxes(sample.boxes))
+    # Mirror each crop and its box (no dense alpha); boxes again from the crops, exactly.
+    W = sample.clip.shape[2]
+    crops = [[AlphaCrop(values=flip(c.values, -1), start=c.start, top=c.top, left=W - c.left - c.values.shape[2])
+              for c in source] for source in sample.provenance.crops]
+    prov = Provenance.from_crops(crops, shape=sample.provenance.shape)
+    return replace(sample, clip=clip, background=background, provenance=prov, boxes=boxes_from_crops(crops, prov.shape))
 
 
 def _resample(a: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int], *,
@@ -110,7 +119,7 @@ def temporal_subsample(sample: Sample, *, stride: int, num_frames: int) -> Sampl
     idx = np.minimum(first + stride * np.arange(num_frames), T - 1)
     key = int(np.argmin(np.abs(idx - sample.keyframe)))
     prov = sample.provenance
-    new_prov = None if prov is None else Provenance(ids=prov.ids[idx], alpha=prov.alpha[:, idx])
+    new_prov = None if prov is None else prov.take_frames(idx)
     return replace(sample, clip=sample.clip[idx], background=None if sample.background is None else sample.background[idx],
                    boxes=sample.boxes[:, idx], keyframe=key, provenance=new_prov)
 
