@@ -1,5 +1,7 @@
 """Exactness of layered compositing, placement, transforms and mixers on generated data."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -235,3 +237,127 @@ def test_feathering_never_grows_the_source_and_keeps_its_interior():
         assert (soft[:, 6:14, 7:13, 3] == full).all() and 0 < soft[0, 4, 10, 3] < full
     matched = match_colour(rgba, np.full((5, 5, 3), 120, np.uint8), 1.0)
     assert abs(float(matched[..., :3][rgba[..., 3] > 0].mean()) - 120) < 2
+
+
+# --------------------------------------------------------------------------------------
+# Sparse provenance: per-layer crops, ids and boxes derived from them, tubes in pieces.
+# --------------------------------------------------------------------------------------
+
+
+def _assert_sparse_matches_dense(prov):
+    """Every view derived from the crops equals the one derived from the dense alpha."""
+    from stal.structures import Provenance
+    from stal.synthesis.compose import boxes_from_crops
+
+    dense = Provenance(ids=_ids_from_weights(prov.alpha), alpha=prov.alpha)
+    np.testing.assert_array_equal(prov.ids, dense.ids)
+    np.testing.assert_array_equal(prov.target_mask(), dense.target_mask())
+    np.testing.assert_allclose(prov.weight_sum(), dense.weight_sum(), atol=1e-6)
+    for k in range(prov.num_sources):
+        np.testing.assert_array_equal(prov.source_alpha(k), prov.alpha[k])
+        for crop in prov.crops[k]:  # weight only inside the crops
+            t0, t1, y0, y1, x0, x1 = crop.cuboid
+            assert 0 <= t0 < t1 <= prov.shape[0] and 0 <= y0 < y1 <= prov.shape[1] and 0 <= x0 < x1 <= prov.shape[2]
+    outside = prov.alpha.copy()
+    for k, source in enumerate(prov.crops):
+        for crop in source:
+            t0, t1, y0, y1, x0, x1 = crop.cuboid
+            outside[k, t0:t1, y0:y1, x0:x1] = 0
+    assert not outside.any()
+    np.testing.assert_array_equal(boxes_from_crops(prov.crops, prov.shape), boxes_from_ids(prov.ids, prov.num_sources))
+    # And the other way round: crops derived from a dense alpha give the same ids and boxes.
+    np.testing.assert_array_equal(boxes_from_crops(dense.crops, dense.shape), boxes_from_ids(dense.ids, dense.num_sources))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_sparse_provenance_equals_its_dense_form(dtype):
+    rng = np.random.default_rng(10)
+    T, H, W = 5, 14, 17
+    for _ in range(8):
+        bg = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+        bg = bg if dtype == np.uint8 else bg.astype(np.float32) / 255
+        _, prov = composite_layers(bg, [_random_layer(rng, T, H, W, dtype) for _ in range(3)])
+        assert prov._alpha is None and prov._ids is None  # the compositor wrote neither
+        _assert_sparse_matches_dense(prov)
+
+
+def _split_in_time(layer, cuts):
+    """The layer as pieces shown in disjoint frame ranges [cuts[i], cuts[i+1])."""
+    pieces = []
+    for t0, t1 in zip(cuts[:-1], cuts[1:]):
+        frames = np.full_like(layer.frames, -1)
+        frames[t0:t1] = layer.frames[t0:t1]
+        pieces.append(Layer(rgba=layer.rgba, frames=frames, top=layer.top, left=layer.left))
+    return pieces
+
+
+def test_a_layer_in_pieces_composites_like_the_whole_layer():
+    rng = np.random.default_rng(11)
+    T, H, W = 6, 14, 17
+    for _ in range(6):
+        bg = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+        layers = [_random_layer(rng, T, H, W, np.uint8) for _ in range(3)]
+        clip, prov = composite_layers(bg, layers)
+        split = [_split_in_time(layer, [0, 2, 3, T]) for layer in layers[:2]] + [layers[2]]
+        clip2, prov2 = composite_layers(bg, split)
+        np.testing.assert_array_equal(clip2, clip)
+        np.testing.assert_array_equal(prov2.alpha, prov.alpha)
+        np.testing.assert_array_equal(prov2.ids, prov.ids)
+        _assert_sparse_matches_dense(prov2)
+    with pytest.raises(ValueError, match="same frame"):
+        composite_layers(bg, [[layers[0], layers[0]]])
+
+
+@pytest.mark.parametrize("spec", [dict(), dict(trajectory="linear", partial_prob=0.5, flip_prob=0.5, keep_inside=False)])
+def test_pieces_paste_the_pixels_of_the_whole_resized_tube(spec):
+    """The loader default (nearest, hard edges) pastes each tube in pieces cropped to its
+    alpha; the Sample must be bit for bit the one of pasting the whole resized canvas."""
+    rng = np.random.default_rng(12)
+    tubes = []  # walkers: a small opaque blob crossing a mostly transparent canvas, one frame empty
+    for i in range(5):
+        rgba = np.zeros((10, 18, 16, 4), np.uint8)
+        rgba[..., :3] = rng.integers(0, 256, (10, 18, 16, 3), dtype=np.uint8)
+        for t in range(10):
+            y, x = int(rng.integers(0, 12)), t + int(rng.integers(0, 4))
+            rgba[t, y:y + 6, x:x + 3, 3] = 255
+        rgba[int(rng.integers(0, 10)), ..., 3] = 0
+        tubes.append(rgba)
+    bank = MemoryTubeBank(tubes, [[i % 3] for i in range(5)], classes=["a", "b", "c"])
+    bgs = ArrayBackgrounds(rng.integers(0, 256, (2, 10, 40, 48, 3), dtype=np.uint8))
+    synth = PasteSynthesizer(tubes=bank, backgrounds=bgs, num_frames=10, height=40, width=48, num_classes=3,
+                             placement=PlacementSpec(actors_min=2, actors_max=4, scale_min=0.1, scale_max=0.3, **spec),
+                             interpolation="nearest", clip_dtype="uint8")
+    whole = PasteSynthesizer(tubes=bank, backgrounds=bgs, num_frames=10, height=40, width=48, num_classes=3,
+                             placement=synth.placement, interpolation="nearest", clip_dtype="uint8")
+    whole._pieces = lambda p: whole._layer(p, None)
+    for i in range(10):
+        a, b = synth(np.random.default_rng([7, 0, i])), whole(np.random.default_rng([7, 0, i]))
+        np.testing.assert_array_equal(a.clip, b.clip)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.provenance.alpha, b.provenance.alpha)
+        np.testing.assert_array_equal(a.provenance.ids, b.provenance.ids)
+        # Sparse: the crops hold less than one dense source's worth of voxels.
+        assert sum(c.values.size for cs in a.provenance.crops for c in cs) < a.provenance.alpha[0].size
+        _assert_sparse_matches_dense(a.provenance)
+
+
+def test_sparse_transforms_match_their_dense_versions():
+    from stal.structures import Provenance
+
+    rng = np.random.default_rng(13)
+    s = _sample(rng, K=3)
+    flipped = hflip(s, np.random.default_rng(0), prob=1.0)
+    np.testing.assert_array_equal(flipped.provenance.alpha, s.provenance.alpha[..., ::-1])
+    np.testing.assert_array_equal(flipped.provenance.ids, _ids_from_weights(s.provenance.alpha[..., ::-1]))
+    _assert_boxes_enclose_ids(flipped.boxes, flipped.provenance.ids)
+    _assert_sparse_matches_dense(flipped.provenance)
+    sub = temporal_subsample(s, stride=2, num_frames=3)
+    idx = np.minimum(np.clip(s.keyframe - 2, 0, 1) + 2 * np.arange(3), 5)
+    np.testing.assert_array_equal(sub.provenance.alpha, s.provenance.alpha[:, idx])
+    np.testing.assert_array_equal(sub.provenance.ids, s.provenance.ids[idx])
+    # A dense provenance (as mixers make) keeps its dense form through the same transforms.
+    dense = Provenance(ids=s.provenance.ids, alpha=s.provenance.alpha)
+    d = temporal_subsample(replace(s, provenance=dense), stride=2, num_frames=3)
+    np.testing.assert_array_equal(d.provenance.alpha, sub.provenance.alpha)
+    np.testing.assert_array_equal(hflip(replace(s, provenance=dense), np.random.default_rng(0), prob=1.0).boxes,
+                                  flipped.boxes)
