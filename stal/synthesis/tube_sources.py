@@ -197,7 +197,7 @@ def box_tube_inputs(csv_path: str, frame_dir: str, *, frame_template: str, fps: 
 def _box_tube(frames: np.ndarray, boxes: np.ndarray, *, feather: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Frames uint8 (n, H, W, 3) and normalized boxes (n, 4) -> (rgb (n, h, w, 3), alpha (n, h, w))
     on the canvas enclosing every frame's box (pixel edges: x1 * W .. x2 * W, rounded)."""
-    n, H, W = frames.shape[:3]
+    H, W = frames.shape[1:3]
     px = np.rint(boxes * np.array([W, H, W, H])).astype(np.int64)
     px[:, 0::2], px[:, 1::2] = np.clip(px[:, 0::2], 0, W), np.clip(px[:, 1::2], 0, H)
     empty = (px[:, 2] <= px[:, 0]) | (px[:, 3] <= px[:, 1])
@@ -210,15 +210,6 @@ def _box_tube(frames: np.ndarray, boxes: np.ndarray, *, feather: int, where: str
     for t, (a, b, c, d) in enumerate(px):
         alpha[t, b - y0:d - y0, a - x0:c - x0] = box_alpha(d - b, c - a, feather)
     return rgb, alpha
-
-
-def ava_box_inputs(csv_path: str, frame_dir: str, *, fps: int, num_frames: int, feather: int,
-                   num_classes: int, video_start: int = 900) -> Inputs:
-    """AVA boxes: :func:`box_tube_inputs` with AVA's frame names, a tube at every keyframe."""
-    from stal.data.ava import AVA_FRAME_TEMPLATE
-
-    return box_tube_inputs(csv_path, frame_dir, frame_template=AVA_FRAME_TEMPLATE, fps=fps, video_start=video_start,
-                           num_frames=num_frames, feather=feather, num_classes=num_classes, every=1, kind="ava")
 
 
 def demo_inputs(*, per_class: int, num_frames: int, seed: int, pose_randomness: float = 1.0) -> Inputs:
