@@ -158,7 +158,8 @@ class Objective:
     def _batch_index(model: nn.Module, batch: dict, num_rois: int, device: torch.device) -> torch.Tensor:
         """The clip of each score row: row i is clip i when there are no boxes or the model
         pools its boxes to one row per clip (``clip_level``, weak supervision)."""
-        if batch["rois"] is None or getattr(model, "clip_level", False):
+        # DDP wraps the model and hides its attributes: read the flag on the wrapped module.
+        if batch["rois"] is None or getattr(getattr(model, "module", model), "clip_level", False):
             return torch.arange(num_rois, device=device)
         return batch["rois"][:, 0].long()
 

@@ -160,3 +160,26 @@ def test_bad_input_is_one_error_naming_the_file(repo_root, tmp_path, capsys):
     assert train_net.main(["--cfg", os.path.join(repo_root, "configs", "ucf24_weak_guided.yaml")] + opts) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "none" / "rgb-images") in err[0] and "ucf24_from_act.py" in err[0], err
+
+
+def test_clip_level_flag_is_read_through_a_ddp_style_wrapper():
+    """Under torchrun the model is a DistributedDataParallel whose ``module`` is the MILDetector;
+    the guidance rows must still be matched to clips, not to the proposals' batch indices."""
+    import torch
+    from torch import nn
+
+    from stal.objective import Objective
+
+    class Wrapper(nn.Module):  # what DDP looks like to the objective: the real model in .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    class ClipLevel(nn.Module):
+        clip_level = True
+
+    batch = {"rois": torch.tensor([[0, 0, 0, 1, 1], [0, 1, 1, 2, 2], [1, 0, 0, 1, 1]], dtype=torch.float32)}
+    rows = Objective._batch_index(Wrapper(ClipLevel()), batch, 2, torch.device("cpu"))
+    assert rows.tolist() == [0, 1]
+    per_box = Objective._batch_index(Wrapper(nn.Identity()), batch, 3, torch.device("cpu"))
+    assert per_box.tolist() == [0, 0, 1]
