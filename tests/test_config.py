@@ -27,6 +27,12 @@ def test_yaml_and_overrides_round_trip(tmp_path):
     assert cfg.is_frozen()
 
 
+def test_empty_override_is_the_empty_string(repo_root):
+    """``MODEL.MIL_POOLING ""`` turns MIL off from the command line (YAML would read it as null)."""
+    cfg = load_cfg(f"{repo_root}/configs/ucf24_weak_guided.yaml", ["MODEL.MIL_POOLING", ""])
+    assert cfg.MODEL.MIL_POOLING == ""
+
+
 def test_base_inheritance(repo_root):
     guided = load_cfg(f"{repo_root}/configs/demo_guided.yaml")
     base = load_cfg(f"{repo_root}/configs/demo_baseline.yaml")

@@ -134,6 +134,8 @@ def _coerce(current: Any, value: Any, key: str, source: str) -> Any:
 
 def _parse_override(text: str) -> Any:
     """A command-line value: a Python/YAML literal when it parses as one, else a string."""
+    if not text.strip():  # YAML reads "" as null; on the command line it means the empty string
+        return text
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
