@@ -153,7 +153,9 @@ def composite_layers(background: np.ndarray, layers: list[Layer | list[Layer]]) 
             t0, t1 = runs[0][0].start, runs[-1][0].stop
             y0, y1 = min(r[1][0] for r in runs), max(r[1][1] for r in runs)
             x0, x1 = min(r[2][0] for r in runs), max(r[2][1] for r in runs)
-            crops[k].append(AlphaCrop(values=np.zeros((t1 - t0, y1 - y0, x1 - x0), np.float32),
+            # A single run writes every voxel of its crop: no zero fill (fresh zeroed pages cost).
+            alloc = np.empty if len(runs) == 1 else np.zeros
+            crops[k].append(AlphaCrop(values=alloc((t1 - t0, y1 - y0, x1 - x0), np.float32),
                                       start=t0, top=y0, left=x0))
             for ts, rows, cols, src in runs:
                 _paste(clip, crops, k, layer.rgba[src], ts, rows, cols, layer.soft)
@@ -303,21 +305,21 @@ def boxes_from_crops(crops: list[list[AlphaCrop]], shape: tuple[int, int, int]) 
     """
     T, H, W = shape
     boxes = np.full((len(crops), T, 4), np.nan, np.float32)
-    every = [(j, c) for j, cs in enumerate(crops) for c in cs]
-    for k, crop in every:
+    every = [(j, c, c.cuboid) for j, cs in enumerate(crops) for c in cs]
+    for k, crop, cub in every:
         mine = crop.values > 0
-        for j, other in every:
-            if j != k and _meets(other.cuboid, crop.cuboid):
-                theirs, (t0, t1, a0, a1, b0, b1) = crop_window(other, crop.cuboid)
+        for j, other, oc in every:
+            if j != k and _meets(oc, cub):
+                theirs, (t0, t1, a0, a1, b0, b1) = crop_window(other, cub)
                 ours = crop.values[t0:t1, a0:a1, b0:b1]
                 mine[t0:t1, a0:a1, b0:b1] &= ours > theirs if j < k else ours >= theirs
-        c0, c1, y0, y1, x0, x1 = crop.cuboid
         rows, cols = mine.any(2), mine.any(1)
         has = rows.any(1)
-        top, bottom = y0 + rows.argmax(1), y1 - rows[:, ::-1].argmax(1)
-        lft, rgt = x0 + cols.argmax(1), x1 - cols[:, ::-1].argmax(1)
-        found = np.stack([lft / W, top / H, rgt / W, bottom / H], -1).astype(np.float32)
-        boxes[k, c0:c1][has] = found[has]
+        n, h, w = mine.shape
+        # First and one-past-last row / column with an owned voxel, in clip pixels.
+        found = np.stack([cols.argmax(1), rows.argmax(1), w - cols[:, ::-1].argmax(1), h - rows[:, ::-1].argmax(1)], -1)
+        found = (found + (cub[4], cub[2], cub[4], cub[2])) / np.array([W, H, W, H], np.float64)
+        boxes[k, cub[0]:cub[1]][has] = found[has]
     return boxes
 
 
