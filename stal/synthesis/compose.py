@@ -9,7 +9,7 @@ Tubes are composited in list order (later tubes on top) with the "over" operator
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -132,7 +132,8 @@ def composite_layers(background: np.ndarray, layers: list[Layer | list[Layer]]) 
     Returns the clip and its :class:`Provenance` (K = len(layers); ``ids`` = the source with
     the largest visible weight, among weights > 0; on ties the lower source). The visible
     weights are recorded sparsely, one :class:`AlphaCrop` per layer spanning the frames from
-    its first to its last appearance and its :func:`layer_footprint`.
+    its first to its last appearance and the union of its pasted rectangles; the dense
+    ``ids`` and ``alpha`` are built only if read.
     """
     T, H, W, _ = background.shape
     clip = background.copy()

@@ -209,13 +209,14 @@ class PasteSynthesizer:
             if ya[i] >= yb[i] or xa[i] >= xb[i]:
                 continue  # nothing with alpha > 0 survives the resize in these frames
             chunk = present[first:first + PIECE_FRAMES]
-            src = p.frames[chunk]  # consecutive tube frames
-            rgba = _gather_pixels(tube.rgba[src[0]:src[-1] + 1], ys[ya[i]:yb[i]], xs[xa[i]:xb[i]])
+            src = p.frames[chunk]
+            f0, f1 = int(src.min()), int(src.max()) + 1  # the placement's tube frames are consecutive
+            rgba = _gather_pixels(tube.rgba[f0:f1], ys[ya[i]:yb[i]], xs[xa[i]:xb[i]])
             left = xa[i]
             if p.flip:
                 rgba, left = rgba[:, :, ::-1], p.width - xb[i]
             frames = np.full(self.T, -1, np.int64)
-            frames[chunk] = src - src[0]
+            frames[chunk] = src - f0
             pieces.append(Layer(rgba=rgba, frames=frames, top=p.top + ya[i], left=p.left + left, soft=soft))
         return pieces
 
