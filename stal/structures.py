@@ -66,7 +66,7 @@ class Provenance:
     the compositor records: a dense alpha is K times the clip's voxel count in float32, mostly
     zeros, and writing it and the ids cost more than compositing the clip. The missing forms
     are derived on first use and kept; :meth:`source_alpha`, :meth:`weight_sum` and
-    :meth:`target_mask` use the crops directly.
+    :meth:`target_mask` and :meth:`sources_alpha` use the crops directly.
     """
 
     def __init__(self, ids: np.ndarray, alpha: np.ndarray):
@@ -74,10 +74,12 @@ class Provenance:
         self.shape = tuple(ids.shape)
 
     @classmethod
-    def from_crops(cls, crops: list[list[AlphaCrop]], *, shape: tuple[int, int, int]) -> "Provenance":
-        """Sparse provenance of a (T, H, W) = ``shape`` clip; ids are computed when first read."""
+    def from_crops(cls, crops: list[list[AlphaCrop]], *, shape: tuple[int, int, int],
+                   ids: np.ndarray | None = None) -> "Provenance":
+        """Sparse provenance of a (T, H, W) = ``shape`` clip; ``ids`` (int16 (T, H, W), which the
+        crops must imply) when the caller has them, else computed when first read."""
         self = cls.__new__(cls)
-        self._ids, self._alpha, self._crops = None, None, [list(c) for c in crops]
+        self._ids, self._alpha, self._crops = ids, None, [list(c) for c in crops]
         self.shape = tuple(shape)
         return self
 
@@ -118,6 +120,16 @@ class Provenance:
             return self._alpha[k]
         out = np.zeros(self.shape, np.float32)
         self._add_source(out, k)
+        return out
+
+    def sources_alpha(self, sources: np.ndarray) -> np.ndarray:
+        """float32 (len(sources), T, H, W): ``alpha[sources]`` (0-based int indices), from the
+        crops of those sources only when the dense alpha was not built."""
+        if self._alpha is not None:
+            return np.ascontiguousarray(self._alpha[sources], np.float32)
+        out = np.zeros((len(sources), *self.shape), np.float32)
+        for row, k in enumerate(np.asarray(sources).tolist()):
+            self._add_source(out[row], k)
         return out
 
     def weight_sum(self) -> np.ndarray:

@@ -12,9 +12,12 @@ A compose row is one ``synth(rng)`` call: everything the loader does to make the
 resizing the tubes, blending, the sparse provenance, boxes). Kept across calls, as in the
 loader: the tube arrays (the bank's cache) and, per tube, whether its alpha is soft and its
 per-frame alpha boxes; nothing that depends on a draw (scale, position, flip) is cached.
-The Sample's dense ``ids`` and ``alpha`` are built only when read; the row "dense ids and
-alpha of that Sample" times reading both, what a consumer that wants them (previews,
-mixers, per-source guidance masks) pays on top.
+The loader default (nearest, hard edges) runs the compiled kernel of
+``stal.synthesis.kernels``: its one-off JIT compile (or cache load) falls in round 0, which
+every row drops (warm-up), as the first training step pays it once per process. The
+Sample's dense ``alpha`` is built only when read (the kernel path hands over the ``ids``
+it wrote; other paths build them on first read too); the row "dense ids and alpha of that
+Sample" times reading both, what a consumer that wants them (previews, mixers) pays on top.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Batch layout (training): ``clip`` float32 (B, 3, T, H, W) normalized; ``rois`` f
 int64 (R,); ``mask`` float32 (B, T, H, W) in [0, 1], the union of the labelled sources'
 visible weight (the guidance target region); ``source_masks`` float32 (R, T, H, W), for
 each ROI row (same order as ``rois`` / ``labels``) the visible weight of that ROI's own
-source (``Provenance.alpha[k]``; zero in frames where the source is absent).
+source (``Provenance.alpha[k]``, read with ``sources_alpha``; zero in frames where the source
+is absent).
 With counterfactual renderings (GUIDANCE.MODE counterfactual), ``clip_cf`` float32
 (B, 3, T, H, W): the same actors at the same places over a background of another scene,
 so ``rois`` and ``labels`` hold for it too.
@@ -43,8 +44,9 @@ def sample_to_item(sample: Sample, mean: Sequence[float], std: Sequence[float]) 
         "boxes": torch.from_numpy(key[visible] * scale),
         "labels": torch.from_numpy(np.asarray(sample.labels)[visible]),
         "mask": torch.from_numpy(sample.provenance.target_mask()),
-        # Only the sources visible at the keyframe have a ROI: keep their alphas, in ROI order.
-        "source_masks": torch.from_numpy(np.ascontiguousarray(sample.provenance.alpha[visible], np.float32)),
+        # Only the sources visible at the keyframe have a ROI: keep their alphas, in ROI order
+        # (from the crops: the dense alpha of every source would cost more than the item).
+        "source_masks": torch.from_numpy(sample.provenance.sources_alpha(np.flatnonzero(visible))),
     }
 
 

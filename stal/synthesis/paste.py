@@ -7,6 +7,7 @@ makes sample i reproducible anywhere.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,9 +15,10 @@ import numpy as np
 from PIL import Image
 
 from stal.errors import DataError
-from stal.structures import Sample, clip_as_float
+from stal.structures import AlphaCrop, Provenance, Sample, clip_as_float
 from stal.synthesis.compose import Layer, boxes_from_crops, composite_layers
 from stal.synthesis.edges import feather_alpha, match_colour
+from stal.synthesis.kernels import paste_hard_nearest
 from stal.synthesis.placement import Placement, PlacementSpec, place_actors
 from stal.synthesis.tube_bank import Tube
 
@@ -94,6 +96,20 @@ def _gather_pixels(rgba: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.n
     return pixels.take(rows, axis=1).take(cols, axis=2)[..., None].view(np.uint8)
 
 
+# The clip value of each uint8 colour value, per clip dtype (float32: as composite_layers
+# converts; uint8: None, the kernel copies the bytes).
+_COLOUR_LUT = {"uint8": None, "float32": np.arange(256, dtype=np.float32) / np.float32(255)}
+
+
+def _packed(rgba: np.ndarray) -> np.ndarray:
+    """uint32 (n, h, w): one item per pixel of uint8 RGBA (n, h, w, 4) (R in the low byte on the
+    little-endian machines the compiled path runs on)."""
+    return np.ascontiguousarray(rgba, np.uint8).view(np.uint32)[..., 0]
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
 def _alpha_boxes(alpha: np.ndarray) -> np.ndarray:
     """int64 (n, 4): per frame of ``alpha`` (n, h, w), the box (y0, y1, x0, x1) of alpha > 0;
     (h, 0, w, 0) for an empty frame, so that unions by min / max ignore it."""
@@ -104,9 +120,19 @@ def _alpha_boxes(alpha: np.ndarray) -> np.ndarray:
     return boxes.astype(np.int64)
 
 
-# Frames per piece of a tube pasted in pieces (see PasteSynthesizer._pieces): fewer frames give
-# tighter boxes, more pieces cost more calls.
-PIECE_FRAMES = 4
+def _row_spans(alpha: np.ndarray) -> np.ndarray:
+    """int64 (n, h, 2): per frame and row of ``alpha`` (n, h, w), the first and one-past-last
+    column with alpha > 0; (w, 0) for an empty row."""
+    n, h, w = alpha.shape
+    has = alpha != 0
+    spans = np.stack([has.argmax(2), w - has[:, :, ::-1].argmax(2)], -1)
+    spans[~has.any(2)] = (w, 0)
+    return spans.astype(np.int64)
+
+
+# Clip frames per crop of a source's visible weight (the compiled path): fewer frames give
+# tighter crops (less to zero and to read back), more crops cost more Python calls.
+CROP_FRAMES = 4
 
 
 class PasteSynthesizer:
@@ -139,7 +165,7 @@ class PasteSynthesizer:
             raise DataError(f"{getattr(tubes, 'root', 'tube bank')}: {len(classes)} classes {list(classes)}, "
                             f"but the model predicts {num_classes} (MODEL.NUM_CLASSES)")
         self._soft: dict[int, bool] = {}
-        self._boxes: dict[int, np.ndarray] = {}  # per tube: _alpha_boxes of its frames
+        self._boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per tube: _alpha_boxes, _row_spans
         root = getattr(tubes, "root", "")
         self._meta = [(e["frames"], e["height"], e["width"], e.get("actor_height", e["height"]),
                        f"{root}/{e['file']}" if root else e["file"]) for e in tubes.entries]
@@ -148,18 +174,54 @@ class PasteSynthesizer:
         background = np.ascontiguousarray(self.backgrounds.clip(rng, num_frames=self.T, height=self.H, width=self.W))
         placements = place_actors(rng, self.placement, tubes=self._meta, num_frames=self.T,
                                   height=self.H, width=self.W)
-        # Nearest resizing of hard-edged tubes (the loader default) pastes each tube in pieces
-        # cropped to its alpha; edge treatments work on the whole resized canvas.
-        fast = self.interpolation == "nearest" and self.edge == "hard" and self.colour_match == 0
-        layers = [self._pieces(p) if fast else self._layer(p, background) for p in placements]
         if self.clip_dtype == "float32":
             background = clip_as_float(background)
-        clip, prov = composite_layers(background, layers)
-        boxes = boxes_from_crops(prov.crops, prov.shape)
+        made = self._compose_compiled(background=background, placements=placements)
+        if made is None:
+            clip, prov = composite_layers(background, [self._layer(p, background) for p in placements])
+            boxes = boxes_from_crops(prov.crops, prov.shape)
+        else:
+            clip, prov, boxes = made
         labels = self._labels([self.tubes[p.tube].labels for p in placements])
         info = {"tubes": [self._meta[p.tube][4] for p in placements]}
         return Sample(clip=clip, boxes=boxes, labels=labels, keyframe=self.T // 2, provenance=prov,
                       background=background, info=info)
+
+    def _compose_compiled(self, *, background: np.ndarray,
+                          placements: list[Placement]) -> tuple[np.ndarray, Provenance, np.ndarray] | None:
+        """(clip, provenance, boxes) of the loader default (nearest resizing, hard edges, no
+        colour match, every placed tube's alpha in {0, 255}) from the compiled kernel; None
+        for other settings, which go through :meth:`_layer` and :func:`composite_layers`.
+
+        One kernel call per actor, the top source first (see :mod:`stal.synthesis.kernels`).
+        The provenance has a crop per CROP_FRAMES frames of a source and already its dense
+        ids (the kernel needs them to know which voxels are taken); the boxes come from the
+        kernel. The Sample is the numpy path's bit for bit (tested).
+        """
+        if self.interpolation != "nearest" or self.edge != "hard" or self.colour_match != 0 or not _LITTLE_ENDIAN:
+            return None
+        tubes = [self.tubes[p.tube] for p in placements]
+        if any(self._soft_alpha(p.tube, tube) for p, tube in zip(placements, tubes)):
+            return None
+        clip = background.copy()
+        ids = np.zeros((self.T, self.H, self.W), np.int16)
+        boxes = np.full((len(placements), self.T, 4), np.nan, np.float32)
+        crops: list[list[AlphaCrop]] = [[] for _ in placements]
+        lut = _COLOUR_LUT[clip.dtype.name]
+        for k in range(len(placements) - 1, -1, -1):
+            p, tube = placements[k], tubes[k]
+            if p.tube not in self._boxes:
+                self._boxes[p.tube] = (_alpha_boxes(tube.rgba[..., 3]), _row_spans(tube.rgba[..., 3]))
+            alpha_boxes, row_spans = self._boxes[p.tube]
+            values, cuboids = paste_hard_nearest(
+                clip=clip, ids=ids, boxes=boxes[k], tube=_packed(tube.rgba), frames=p.frames, top=p.top,
+                left=p.left, height=p.height, width=p.width, flip=bool(p.flip), alpha_boxes=alpha_boxes,
+                row_spans=row_spans, lut=lut, source=k + 1, span=CROP_FRAMES)
+            for t0, t1, y0, y1, x0, x1, off in cuboids.tolist():
+                size = (t1 - t0) * (y1 - y0) * (x1 - x0)
+                cube = values[off:off + size].reshape(t1 - t0, y1 - y0, x1 - x0)
+                crops[k].append(AlphaCrop(values=cube, start=t0, top=y0, left=x0))
+        return clip, Provenance.from_crops(crops, shape=(self.T, self.H, self.W), ids=ids), boxes
 
     def _layer(self, p: Placement, background: np.ndarray) -> Layer:
         """The placed tube as a Layer: only the used frames are scaled, flipped and edge-treated."""
@@ -181,44 +243,6 @@ class PasteSynthesizer:
             ref = background[t, y0:y0 + p.height, x0:x0 + p.width]
             rgba = match_colour(rgba, ref, self.colour_match)
         return Layer(rgba=rgba, frames=frames, top=p.top, left=p.left, soft=soft)
-
-    def _pieces(self, p: Placement) -> list[Layer]:
-        """The placed tube as time-disjoint Layers of up to PIECE_FRAMES frames, each gathered
-        only over the box where its frames have alpha > 0.
-
-        Nearest resizing maps a source box to a sub-rectangle of the resized canvas (the row
-        and column maps are nondecreasing), so the pasted pixels are exactly those of
-        :meth:`_layer`; but a tube's canvas holds its whole track and is mostly transparent,
-        and every pass over it (gather, opaque mask, copy, weights, boxes) costs.
-        """
-        tube = self.tubes[p.tube]
-        ys, xs = _nearest_index(p.height, tube.rgba.shape[1]), _nearest_index(p.width, tube.rgba.shape[2])
-        if p.tube not in self._boxes:
-            self._boxes[p.tube] = _alpha_boxes(tube.rgba[..., 3])
-        soft = self._soft_alpha(p.tube, tube)
-        present = np.flatnonzero(p.frames >= 0)
-        starts = np.arange(0, present.size, PIECE_FRAMES)
-        # Per piece, the union of its frames' alpha boxes, and the output rows / columns whose
-        # source row / column lies inside it.
-        b = self._boxes[p.tube][p.frames[present]]
-        lo, hi = np.minimum.reduceat(b[:, 0::2], starts), np.maximum.reduceat(b[:, 1::2], starts)
-        ya, yb = np.searchsorted(ys, lo[:, 0]).tolist(), np.searchsorted(ys, hi[:, 0]).tolist()
-        xa, xb = np.searchsorted(xs, lo[:, 1]).tolist(), np.searchsorted(xs, hi[:, 1]).tolist()
-        pieces = []
-        for i, first in enumerate(starts.tolist()):
-            if ya[i] >= yb[i] or xa[i] >= xb[i]:
-                continue  # nothing with alpha > 0 survives the resize in these frames
-            chunk = present[first:first + PIECE_FRAMES]
-            src = p.frames[chunk]
-            f0, f1 = int(src.min()), int(src.max()) + 1  # the placement's tube frames are consecutive
-            rgba = _gather_pixels(tube.rgba[f0:f1], ys[ya[i]:yb[i]], xs[xa[i]:xb[i]])
-            left = xa[i]
-            if p.flip:
-                rgba, left = rgba[:, :, ::-1], p.width - xb[i]
-            frames = np.full(self.T, -1, np.int64)
-            frames[chunk] = src - f0
-            pieces.append(Layer(rgba=rgba, frames=frames, top=p.top + ya[i], left=p.left + left, soft=soft))
-        return pieces
 
     def _soft_alpha(self, index: int, tube: Tube) -> bool:
         if index not in self._soft:
