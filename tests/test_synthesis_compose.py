@@ -308,39 +308,6 @@ def test_a_layer_in_pieces_composites_like_the_whole_layer():
         composite_layers(bg, [[layers[0], layers[0]]])
 
 
-@pytest.mark.parametrize("spec", [dict(), dict(trajectory="linear", partial_prob=0.5, flip_prob=0.5, keep_inside=False)])
-def test_pieces_paste_the_pixels_of_the_whole_resized_tube(spec):
-    """The loader default (nearest, hard edges) pastes each tube in pieces cropped to its
-    alpha; the Sample must be bit for bit the one of pasting the whole resized canvas."""
-    rng = np.random.default_rng(12)
-    tubes = []  # walkers: a small opaque blob crossing a mostly transparent canvas, one frame empty
-    for i in range(5):
-        rgba = np.zeros((10, 18, 16, 4), np.uint8)
-        rgba[..., :3] = rng.integers(0, 256, (10, 18, 16, 3), dtype=np.uint8)
-        for t in range(10):
-            y, x = int(rng.integers(0, 12)), t + int(rng.integers(0, 4))
-            rgba[t, y:y + 6, x:x + 3, 3] = 255
-        rgba[int(rng.integers(0, 10)), ..., 3] = 0
-        tubes.append(rgba)
-    bank = MemoryTubeBank(tubes, [[i % 3] for i in range(5)], classes=["a", "b", "c"])
-    bgs = ArrayBackgrounds(rng.integers(0, 256, (2, 10, 40, 48, 3), dtype=np.uint8))
-    synth = PasteSynthesizer(tubes=bank, backgrounds=bgs, num_frames=10, height=40, width=48, num_classes=3,
-                             placement=PlacementSpec(actors_min=2, actors_max=4, scale_min=0.1, scale_max=0.3, **spec),
-                             interpolation="nearest", clip_dtype="uint8")
-    whole = PasteSynthesizer(tubes=bank, backgrounds=bgs, num_frames=10, height=40, width=48, num_classes=3,
-                             placement=synth.placement, interpolation="nearest", clip_dtype="uint8")
-    whole._pieces = lambda p: whole._layer(p, None)
-    for i in range(10):
-        a, b = synth(np.random.default_rng([7, 0, i])), whole(np.random.default_rng([7, 0, i]))
-        np.testing.assert_array_equal(a.clip, b.clip)
-        np.testing.assert_array_equal(a.boxes, b.boxes)
-        np.testing.assert_array_equal(a.provenance.alpha, b.provenance.alpha)
-        np.testing.assert_array_equal(a.provenance.ids, b.provenance.ids)
-        # Sparse: the crops hold less than one dense source's worth of voxels.
-        assert sum(c.values.size for cs in a.provenance.crops for c in cs) < a.provenance.alpha[0].size
-        _assert_sparse_matches_dense(a.provenance)
-
-
 def test_sparse_transforms_match_their_dense_versions():
     from stal.structures import Provenance
 
