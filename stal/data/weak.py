@@ -29,10 +29,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-
 from stal.errors import DataError
 from stal.structures import Sample, clip_as_float
+from stal.synthesis.dataset import SynthesisDataset, sample_rng
+from stal.synthesis.transforms import apply
 
 
 def clip_label(sample: Sample, *, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,33 +70,24 @@ def weak_item(sample: Sample, *, num_classes: int, mean: Sequence[float], std: S
             "mask": torch.from_numpy(mask), "source_masks": torch.from_numpy(mask[None])}
 
 
-class WeakSynthesisDataset(Dataset):
+class WeakSynthesisDataset(SynthesisDataset):
     """``length`` weakly labelled items per epoch from ``synthesizer`` followed by ``transforms``.
 
     Item ``i`` of epoch ``e`` draws from the generator ``(seed, e, i)`` (the same anywhere, as
-    :class:`stal.synthesis.dataset.SynthesisDataset`); a draw in which no labelled source is
-    visible (a BatchMix cuboid or a crop removed every actor) is followed by a new draw from
-    the same generator, up to ``max_draws`` in all.
+    :class:`stal.synthesis.dataset.SynthesisDataset`, whose epoch and length bookkeeping it
+    shares); a draw in which no labelled source is visible (a BatchMix cuboid or a crop removed
+    every actor) is followed by a new draw from the same generator, up to ``max_draws`` in all.
     """
 
     def __init__(self, *, synthesizer: Callable[[np.random.Generator], Sample],
                  transforms: Sequence[Callable] = (), length: int, seed: int, num_classes: int,
                  mean: Sequence[float], std: Sequence[float], max_draws: int = 8):
-        self.synthesizer, self.transforms = synthesizer, list(transforms)
-        self.length, self.seed, self.epoch = length, seed, 0
-        self.num_classes, self.mean, self.std, self.max_draws = num_classes, list(mean), list(std), max_draws
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
+        super().__init__(synthesizer=synthesizer, transforms=transforms, length=length, seed=seed,
+                         mean=mean, std=std)
+        self.num_classes, self.max_draws = num_classes, max_draws
 
     def sample(self, index: int) -> Sample:
         """The transformed Sample of item ``index`` (with at least one visible labelled source)."""
-        from stal.synthesis.dataset import sample_rng
-        from stal.synthesis.transforms import apply
-
         rng = sample_rng(self.seed, self.epoch, index)
         for _ in range(self.max_draws):
             s = apply(self.synthesizer(rng), rng, self.transforms)
