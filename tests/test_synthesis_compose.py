@@ -152,6 +152,21 @@ def test_paste_synthesizer_samples_are_exact(options):
         assert saw_partial
 
 
+def test_colour_matching_is_the_same_for_float32_and_uint8_clips():
+    """The layers are colour-matched against the uint8 background whatever the clip dtype: a
+    float32 clip is the uint8 clip / 255 (a [0, 1] reference would turn the actors black)."""
+    rng = np.random.default_rng(4)
+    bank = _demo_like_bank(rng, hard=True)
+    bgs = ArrayBackgrounds(rng.integers(0, 256, (3, 12, 40, 48, 3), dtype=np.uint8))
+    spec = PlacementSpec(actors_min=2, actors_max=3, scale_min=0.3, scale_max=0.8)
+    kw = dict(tubes=bank, backgrounds=bgs, placement=spec, num_frames=8, height=40, width=48, num_classes=3,
+              interpolation="nearest", colour_match=0.8)
+    for i in range(4):
+        u8 = PasteSynthesizer(clip_dtype="uint8", **kw)(np.random.default_rng([6, 0, i]))
+        f32 = PasteSynthesizer(clip_dtype="float32", **kw)(np.random.default_rng([6, 0, i]))
+        np.testing.assert_allclose(f32.clip, u8.clip / np.float32(255), atol=1e-6)
+
+
 def test_images_are_clips_of_one_frame():
     rng = np.random.default_rng(3)
     bank = _demo_like_bank(rng, T=1, hard=True)

@@ -174,11 +174,14 @@ class PasteSynthesizer:
         background = np.ascontiguousarray(self.backgrounds.clip(rng, num_frames=self.T, height=self.H, width=self.W))
         placements = place_actors(rng, self.placement, tubes=self._meta, num_frames=self.T,
                                   height=self.H, width=self.W)
+        # Colour matching compares the uint8 tube with the uint8 background (same value range),
+        # whatever the clip dtype: keep the raw background for the layers.
+        raw = background
         if self.clip_dtype == "float32":
             background = clip_as_float(background)
         made = self._compose_compiled(background=background, placements=placements)
         if made is None:
-            clip, prov = composite_layers(background, [self._layer(p, background) for p in placements])
+            clip, prov = composite_layers(background, [self._layer(p, raw) for p in placements])
             boxes = boxes_from_crops(prov.crops, prov.shape)
         else:
             clip, prov, boxes = made
