@@ -72,15 +72,19 @@ class Provenance:
     def __init__(self, ids: np.ndarray, alpha: np.ndarray):
         self._ids, self._alpha, self._crops = ids, alpha, None
         self.shape = tuple(ids.shape)
+        self._exclusive = False
 
     @classmethod
     def from_crops(cls, crops: list[list[AlphaCrop]], *, shape: tuple[int, int, int],
-                   ids: np.ndarray | None = None) -> "Provenance":
+                   ids: np.ndarray | None = None, exclusive: bool = False) -> "Provenance":
         """Sparse provenance of a (T, H, W) = ``shape`` clip; ``ids`` (int16 (T, H, W), which the
-        crops must imply) when the caller has them, else computed when first read."""
+        crops must imply) when the caller has them, else computed when first read.
+        ``exclusive``: the caller guarantees at most one source has weight > 0 in any voxel
+        (hard pastes), so the ids are built without comparing weights."""
         self = cls.__new__(cls)
         self._ids, self._alpha, self._crops = ids, None, [list(c) for c in crops]
         self.shape = tuple(shape)
+        self._exclusive = exclusive
         return self
 
     def __repr__(self) -> str:
@@ -94,7 +98,7 @@ class Provenance:
     def ids(self) -> np.ndarray:
         """int16 (T, H, W), from the crops on first use (see the class docstring for the rule)."""
         if self._ids is None:
-            self._ids = _ids_from_crops(self._crops, self.shape)
+            self._ids = _ids_from_crops(self._crops, self.shape, exclusive=self._exclusive)
         return self._ids
 
     @property
@@ -161,13 +165,21 @@ class Provenance:
             out[t0:t1, y0:y1, x0:x1] += crop.values
 
 
-def _ids_from_crops(crops: list[list[AlphaCrop]], shape: tuple[int, int, int]) -> np.ndarray:
+def _ids_from_crops(crops: list[list[AlphaCrop]], shape: tuple[int, int, int], *,
+                    exclusive: bool = False) -> np.ndarray:
     """int16 (T, H, W): 1 + the argmax over sources of the visible weight where one is > 0, else 0.
 
     Sources are visited in order and take a voxel only with a strictly larger weight, so ties
-    go to the lower source, as ``argmax`` does.
+    go to the lower source, as ``argmax`` does. ``exclusive`` (at most one source > 0 per
+    voxel): each source takes its voxels > 0 without the comparison (a third of the time).
     """
     ids = np.zeros(shape, np.int16)
+    if exclusive:
+        for k, source in enumerate(crops):
+            for crop in source:
+                t0, t1, y0, y1, x0, x1 = crop.cuboid
+                ids[t0:t1, y0:y1, x0:x1][crop.values > 0] = k + 1
+        return ids
     best = np.zeros(shape, np.float32)  # the winning weight so far
     for k, source in enumerate(crops):
         for crop in source:

@@ -18,7 +18,7 @@ from stal.errors import DataError
 from stal.structures import AlphaCrop, Provenance, Sample, clip_as_float
 from stal.synthesis.compose import Layer, boxes_from_crops, composite_layers
 from stal.synthesis.edges import feather_alpha, match_colour
-from stal.synthesis.kernels import paste_hard_nearest
+from stal.synthesis.kernels import compose_hard_nearest
 from stal.synthesis.placement import Placement, PlacementSpec, place_actors
 from stal.synthesis.tube_bank import Tube
 
@@ -196,35 +196,37 @@ class PasteSynthesizer:
         colour match, every placed tube's alpha in {0, 255}) from the compiled kernel; None
         for other settings, which go through :meth:`_layer` and :func:`composite_layers`.
 
-        One kernel call per actor, the top source first (see :mod:`stal.synthesis.kernels`).
-        The provenance has a crop per CROP_FRAMES frames of a source and already its dense
-        ids (the kernel needs them to know which voxels are taken); the boxes come from the
-        kernel. The Sample is the numpy path's bit for bit (tested).
+        One kernel call for all actors, frame by frame (see :mod:`stal.synthesis.kernels`).
+        The provenance has a crop per CROP_FRAMES frames of a source; its dense ids are built
+        only when read. The Sample is the numpy path's bit for bit (tested).
         """
-        if self.interpolation != "nearest" or self.edge != "hard" or self.colour_match != 0 or not _LITTLE_ENDIAN:
+        if (self.interpolation != "nearest" or self.edge != "hard" or self.colour_match != 0 or not _LITTLE_ENDIAN
+                or not placements):
             return None
         tubes = [self.tubes[p.tube] for p in placements]
         if any(self._soft_alpha(p.tube, tube) for p, tube in zip(placements, tubes)):
             return None
-        clip = background.copy()
-        ids = np.zeros((self.T, self.H, self.W), np.int16)
-        boxes = np.full((len(placements), self.T, 4), np.nan, np.float32)
+        spans = [self._spans(p.tube, tube) for p, tube in zip(placements, tubes)]
+        clip = np.empty_like(background)
+        values, cuboids, boxes = compose_hard_nearest(
+            clip, background, tuple(_packed(tube.rgba) for tube in tubes), tuple(s[0] for s in spans),
+            tuple(s[1] for s in spans), np.stack([p.frames for p in placements]),
+            np.stack([p.top for p in placements]), np.stack([p.left for p in placements]),
+            np.array([(p.height, p.width) for p in placements], np.int64),
+            np.array([p.flip for p in placements], np.bool_), _COLOUR_LUT[clip.dtype.name], CROP_FRAMES)
         crops: list[list[AlphaCrop]] = [[] for _ in placements]
-        lut = _COLOUR_LUT[clip.dtype.name]
-        for k in range(len(placements) - 1, -1, -1):
-            p, tube = placements[k], tubes[k]
-            if p.tube not in self._boxes:
-                self._boxes[p.tube] = (_alpha_boxes(tube.rgba[..., 3]), _row_spans(tube.rgba[..., 3]))
-            alpha_boxes, row_spans = self._boxes[p.tube]
-            values, cuboids = paste_hard_nearest(
-                clip=clip, ids=ids, boxes=boxes[k], tube=_packed(tube.rgba), frames=p.frames, top=p.top,
-                left=p.left, height=p.height, width=p.width, flip=bool(p.flip), alpha_boxes=alpha_boxes,
-                row_spans=row_spans, lut=lut, source=k + 1, span=CROP_FRAMES)
-            for t0, t1, y0, y1, x0, x1, off in cuboids.tolist():
-                size = (t1 - t0) * (y1 - y0) * (x1 - x0)
-                cube = values[off:off + size].reshape(t1 - t0, y1 - y0, x1 - x0)
-                crops[k].append(AlphaCrop(values=cube, start=t0, top=y0, left=x0))
-        return clip, Provenance.from_crops(crops, shape=(self.T, self.H, self.W), ids=ids), boxes
+        for k, t0, t1, y0, y1, x0, x1, off in cuboids.tolist():
+            size = (t1 - t0) * (y1 - y0) * (x1 - x0)
+            cube = values[off:off + size].reshape(t1 - t0, y1 - y0, x1 - x0)
+            crops[k].append(AlphaCrop(values=cube, start=t0, top=y0, left=x0))
+        return clip, Provenance.from_crops(crops, shape=(self.T, self.H, self.W), exclusive=True), boxes
+
+    def _spans(self, index: int, tube: Tube) -> tuple[np.ndarray, np.ndarray]:
+        """(``_alpha_boxes``, ``_row_spans``) of a tube's alpha, kept per tube (a few kB)."""
+        if index not in self._boxes:
+            alpha = tube.rgba[..., 3]
+            self._boxes[index] = (_alpha_boxes(alpha), _row_spans(alpha))
+        return self._boxes[index]
 
     def _layer(self, p: Placement, background: np.ndarray) -> Layer:
         """The placed tube as a Layer: only the used frames are scaled, flipped and edge-treated."""

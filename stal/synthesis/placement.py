@@ -107,6 +107,8 @@ def _positions(rng: np.random.Generator, spec: PlacementSpec, T: int, H: int, W:
     if spec.trajectory == "linear":
         y1 = float(np.clip(y0 + rng.uniform(-1, 1) * spec.max_drift * H, lo_y, hi_y))
         x1 = float(np.clip(x0 + rng.uniform(-1, 1) * spec.max_drift * W, lo_x, hi_x))
+    if spec.trajectory == "static":  # the same integers as the ramp below with zero slope, without it
+        return np.full(T, np.rint(y0), np.int64), np.full(T, np.rint(x0), np.int64)
     s = np.linspace(0.0, 1.0, T) if T > 1 else np.zeros(1)
     return np.rint(y0 + s * (y1 - y0)).astype(np.int64), np.rint(x0 + s * (x1 - x0)).astype(np.int64)
 
