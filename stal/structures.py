@@ -136,6 +136,14 @@ class Provenance:
             self._add_source(out[row], k)
         return out
 
+    def source_totals(self) -> np.ndarray:
+        """float64 (K,): each source's visible weight summed over the clip
+        (``alpha.sum((1, 2, 3))``), from the crops when the dense alpha was not built."""
+        if self._alpha is not None:
+            return self._alpha.sum(axis=(1, 2, 3), dtype=np.float64)
+        return np.array([sum(float(c.values.sum(dtype=np.float64)) for c in source) for source in self._crops],
+                        np.float64).reshape(len(self._crops))
+
     def weight_sum(self) -> np.ndarray:
         """float32 (T, H, W): sum over sources of the visible weight (``alpha.sum(0)``)."""
         if self._alpha is not None:

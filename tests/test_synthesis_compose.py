@@ -268,6 +268,9 @@ def _assert_sparse_matches_dense(prov):
     np.testing.assert_array_equal(prov.ids, dense.ids)
     np.testing.assert_array_equal(prov.target_mask(), dense.target_mask())
     np.testing.assert_allclose(prov.weight_sum(), dense.weight_sum(), atol=1e-6)
+    sparse = Provenance.from_crops(prov.crops, shape=prov.shape)  # nothing dense built yet
+    np.testing.assert_allclose(sparse.source_totals(), dense.source_totals(), rtol=1e-12)
+    assert sparse._alpha is None and dense.source_totals().shape == (prov.num_sources,)
     for k in range(prov.num_sources):
         np.testing.assert_array_equal(prov.source_alpha(k), prov.alpha[k])
         for crop in prov.crops[k]:  # weight only inside the crops

@@ -181,3 +181,16 @@ def test_kernels_compile_without_a_cache_where_none_is_writable(monkeypatch):
     def add_one(x):
         return x + 1
     assert kernels._jit(add_one)(1) == 2
+
+
+def test_per_tube_statistics_are_bounded(monkeypatch):
+    """The synthesizer keeps the alpha statistics of the most recently used tubes only."""
+    monkeypatch.setattr("stal.synthesis.paste.TUBE_STATS_CACHE", 2)
+    rng = np.random.default_rng(24)
+    bank = _walkers(rng, n=5, T=4, h=12, w=10)
+    synth = PasteSynthesizer(tubes=bank, backgrounds=ArrayBackgrounds(np.zeros((1, 4, 64, 64, 3), np.uint8)),
+                             placement=PlacementSpec(actors_min=1, actors_max=1, scale_min=0.1, scale_max=0.2),
+                             num_frames=4, height=64, width=64, num_classes=3, clip_dtype="uint8")
+    seen = {synth(np.random.default_rng(i)).info["tubes"][0] for i in range(20)}
+    assert len(seen) > 2
+    assert len(synth._soft._items) == len(synth._boxes._items) == 2

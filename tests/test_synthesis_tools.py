@@ -96,9 +96,14 @@ def test_synth_preview_writes_the_issue_arrays_byte_identically(tmp_path, cfg_pa
 def test_bench_runs_and_reports_every_row(tmp_path):
     import bench_synthesis
 
+    import stal.synthesis.paste as paste
+    real = paste.compose_hard_nearest, paste.place_actors
     rows, footage = bench_synthesis.run_bench(frames=4, size=64, actors=2, rounds=1,
                                               video=str(tmp_path / "absent.avi"))
     names = [n for n, _ in rows]
     assert footage == "generated.mp4" and "decode mp4, PyAV" in names
     assert any(n.startswith("compose uint8, hard") for n in names) and all(v > 0 for _, v in rows)
+    parts = dict(rows)
+    assert all(0 < parts[name] < parts[names[0]] for name, _ in bench_synthesis.PARTS)  # timed inside the row
+    assert (paste.compose_hard_nearest, paste.place_actors) == real  # the stopwatches are gone
     assert hashlib is not None

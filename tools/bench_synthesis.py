@@ -15,14 +15,15 @@ per-frame alpha boxes; nothing that depends on a draw (scale, position, flip) is
 The loader default (nearest, hard edges) runs the compiled kernel of
 ``stal.synthesis.kernels``: its one-off JIT compile (or cache load) falls in round 0, which
 every row drops (warm-up), as the first training step pays it once per process. The
-Sample's dense ``alpha`` is built only when read (the kernel path hands over the ``ids``
-it wrote; other paths build them on first read too); the row "dense ids and alpha of that
-Sample" times reading both, what a consumer that wants them (previews, mixers) pays on top.
+Sample's dense ``ids`` and ``alpha`` are built from the sparse crops only when read (the
+training item reads the crops); the row "dense ids and alpha of that Sample" times reading
+both, what a consumer that wants them (previews, mixers) pays on top.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -72,6 +73,37 @@ def _median_ms(times: list[float]) -> float:
     return float(np.median(times) * 1e3)
 
 
+# Parts of the loader-default compose row, timed inside it: (row name, function of
+# stal.synthesis.paste). The rest of the row is Python: the background fetch, the call's
+# arguments, the crops and the Sample.
+PARTS = (("  of which the compiled call (background copy, paste, weights, boxes)", "compose_hard_nearest"),
+         ("  of which the placement draw", "place_actors"))
+
+
+@contextlib.contextmanager
+def _stopwatches(spent: dict[str, float]):
+    """Within the block, the PARTS functions of stal.synthesis.paste add the seconds of each
+    call to ``spent[row name]``."""
+    import stal.synthesis.paste as paste
+
+    def timed(name, fn):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t
+        return call
+    real = {attr: getattr(paste, attr) for _, attr in PARTS}
+    try:
+        for name, attr in PARTS:
+            setattr(paste, attr, timed(name, real[attr]))
+        yield
+    finally:
+        for attr, fn in real.items():
+            setattr(paste, attr, fn)
+
+
 def run_bench(*, frames: int, size: int, actors: int, rounds: int, video: str) -> tuple[list[tuple[str, float]], str]:
     """Rows (name, median ms per clip) and the footage used."""
     import av
@@ -110,16 +142,26 @@ def run_bench(*, frames: int, size: int, actors: int, rounds: int, video: str) -
         except ImportError:
             pass
         dense = "dense ids and alpha of that Sample (built on first read)"
-        times: dict[str, list[float]] = {name: [] for name in [next(iter(synths)), dense, *synths, *decoders]}
-        for r in range(rounds + 1):
-            for name, synth in synths.items():
-                t = time.perf_counter(); sample = synth(np.random.default_rng(r)); times[name].append(time.perf_counter() - t)
-                if name == next(iter(synths)):
-                    t = time.perf_counter(); sample.provenance.ids, sample.provenance.alpha
-                    times[dense].append(time.perf_counter() - t)
-            for name, fn in decoders.items():
-                t = time.perf_counter(); out = fn(); times[name].append(time.perf_counter() - t)
-                assert out.shape == (frames, size, size, 3), out.shape
+        # For scale: copying a clip-sized array (its own, so that the synthesizers' background
+        # is not warmed by it), timed after the decoders like the first compose row.
+        copy, other = "for scale: copy an array of the clip's size (numpy)", bg[0].copy()
+        default = next(iter(synths))
+        spent = {name: 0.0 for name, _ in PARTS}
+        times: dict[str, list[float]] = {name: [] for name in [default, *spent, dense, copy, *synths, *decoders]}
+        with _stopwatches(spent):
+            for r in range(rounds + 1):
+                for name, synth in synths.items():
+                    spent.update({part: 0.0 for part in spent})
+                    t = time.perf_counter(); sample = synth(np.random.default_rng(r)); times[name].append(time.perf_counter() - t)
+                    if name == default:
+                        for part, seconds in spent.items():
+                            times[part].append(seconds)
+                        t = time.perf_counter(); sample.provenance.ids, sample.provenance.alpha
+                        times[dense].append(time.perf_counter() - t)
+                for name, fn in decoders.items():
+                    t = time.perf_counter(); out = fn(); times[name].append(time.perf_counter() - t)
+                    assert out.shape == (frames, size, size, 3), out.shape
+                t = time.perf_counter(); other.copy(); times[copy].append(time.perf_counter() - t)
         return [(name, _median_ms(ts[1:])) for name, ts in times.items()], footage
 
 

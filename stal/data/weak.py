@@ -41,8 +41,7 @@ def clip_label(sample: Sample, *, num_classes: int) -> tuple[np.ndarray, np.ndar
 
     DataError when no labelled source is visible anywhere in the clip (nothing to label).
     """
-    alpha = sample.provenance.alpha  # (K, T, H, W) visible weight of each source
-    weight = alpha.sum(axis=(1, 2, 3), dtype=np.float64)
+    weight = sample.provenance.source_totals()  # (K,) visible weight of each source
     visible = weight > 0
     labels = np.asarray(sample.labels)
     if not visible.any():
@@ -63,7 +62,7 @@ def weak_item(sample: Sample, *, num_classes: int, mean: Sequence[float], std: S
     label, carriers = clip_label(sample, num_classes=num_classes)
     key = sample.boxes[:, sample.keyframe]
     proposals = key[~np.isnan(key).any(1)] * np.array([W, H, W, H], np.float32)
-    mask = np.clip(sample.provenance.alpha[carriers].sum(0), 0.0, 1.0).astype(np.float32)
+    mask = np.clip(sample.provenance.sources_alpha(np.flatnonzero(carriers)).sum(0), 0.0, 1.0).astype(np.float32)
     return {"clip": normalize_clip(clip_as_float(sample.clip), mean, std),
             "boxes": torch.from_numpy(np.ascontiguousarray(proposals, np.float32)),
             "labels": torch.from_numpy(np.asarray(label)[None]),
@@ -91,7 +90,7 @@ class WeakSynthesisDataset(SynthesisDataset):
         rng = sample_rng(self.seed, self.epoch, index)
         for _ in range(self.max_draws):
             s = apply(self.synthesizer(rng), rng, self.transforms)
-            if s.provenance.alpha.any():  # weights are >= 0
+            if s.provenance.source_totals().any():  # weights are >= 0
                 return s
         raise DataError(f"{self.max_draws} synthesized clips in a row without a visible actor (item {index}, "
                         f"epoch {self.epoch}): check the tube bank and SYNTHESIS.MIX_AREA_MAX / CROP_SCALE_MIN")

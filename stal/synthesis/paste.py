@@ -8,6 +8,7 @@ makes sample i reproducible anywhere.
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -130,6 +131,27 @@ def _row_spans(alpha: np.ndarray) -> np.ndarray:
     return spans.astype(np.int64)
 
 
+class _PerTube:
+    """Values derived from a tube's alpha, kept for the ``size`` most recently used tubes
+    (the row spans are a few tens of kB per tube: unbounded, a bank of 100k tubes would hold
+    gigabytes per loader worker)."""
+
+    def __init__(self, size: int):
+        self.size, self._items = size, OrderedDict()
+
+    def get(self, index: int, compute):
+        if index in self._items:
+            self._items.move_to_end(index)
+            return self._items[index]
+        value = self._items[index] = compute()
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+
+# Tubes whose alpha statistics a synthesizer keeps (per loader worker).
+TUBE_STATS_CACHE = 4096
+
 # Clip frames per crop of a source's visible weight (the compiled path): fewer frames give
 # tighter crops (less to zero and to read back), more crops cost more Python calls.
 CROP_FRAMES = 4
@@ -164,8 +186,8 @@ class PasteSynthesizer:
         if classes is not None and len(classes) > num_classes:
             raise DataError(f"{getattr(tubes, 'root', 'tube bank')}: {len(classes)} classes {list(classes)}, "
                             f"but the model predicts {num_classes} (MODEL.NUM_CLASSES)")
-        self._soft: dict[int, bool] = {}
-        self._boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per tube: _alpha_boxes, _row_spans
+        self._soft = _PerTube(TUBE_STATS_CACHE)  # per tube: whether its alpha has values in (0, 255)
+        self._boxes = _PerTube(TUBE_STATS_CACHE)  # per tube: _alpha_boxes, _row_spans
         root = getattr(tubes, "root", "")
         self._meta = [(e["frames"], e["height"], e["width"], e.get("actor_height", e["height"]),
                        f"{root}/{e['file']}" if root else e["file"]) for e in tubes.entries]
@@ -222,11 +244,8 @@ class PasteSynthesizer:
         return clip, Provenance.from_crops(crops, shape=(self.T, self.H, self.W), exclusive=True), boxes
 
     def _spans(self, index: int, tube: Tube) -> tuple[np.ndarray, np.ndarray]:
-        """(``_alpha_boxes``, ``_row_spans``) of a tube's alpha, kept per tube (a few kB)."""
-        if index not in self._boxes:
-            alpha = tube.rgba[..., 3]
-            self._boxes[index] = (_alpha_boxes(alpha), _row_spans(alpha))
-        return self._boxes[index]
+        """(``_alpha_boxes``, ``_row_spans``) of a tube's alpha."""
+        return self._boxes.get(index, lambda: (_alpha_boxes(tube.rgba[..., 3]), _row_spans(tube.rgba[..., 3])))
 
     def _layer(self, p: Placement, background: np.ndarray) -> Layer:
         """The placed tube as a Layer: only the used frames are scaled, flipped and edge-treated."""
@@ -250,10 +269,7 @@ class PasteSynthesizer:
         return Layer(rgba=rgba, frames=frames, top=p.top, left=p.left, soft=soft)
 
     def _soft_alpha(self, index: int, tube: Tube) -> bool:
-        if index not in self._soft:
-            a = tube.rgba[..., 3]
-            self._soft[index] = bool(((a != 0) & (a != 255)).any())
-        return self._soft[index]
+        return self._soft.get(index, lambda: bool(((tube.rgba[..., 3] != 0) & (tube.rgba[..., 3] != 255)).any()))
 
     def _labels(self, labels: list[list[int]]) -> np.ndarray:
         if not self.multi_label:
