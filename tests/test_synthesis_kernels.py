@@ -16,8 +16,9 @@ def _numpy_sample(synth, rng):
     return synth(rng)
 
 
-def _walkers(rng, n, T, h, w):
-    """Hard-edged tubes: an opaque blob crossing a mostly transparent canvas, one frame empty."""
+def _walkers(rng, n, T, h, w, soft=False):
+    """Hard-edged tubes: an opaque blob crossing a mostly transparent canvas, one frame empty;
+    ``soft``: a third of each blob's pixels get an alpha in 1..254 (the extremes included)."""
     tubes = []
     for _ in range(n):
         rgba = np.zeros((T, h, w, 4), np.uint8)
@@ -26,6 +27,9 @@ def _walkers(rng, n, T, h, w):
             y, x = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
             rgba[t, y:y + int(rng.integers(1, h // 2)), x:x + int(rng.integers(1, w // 2)), 3] = 255
             rgba[t, ..., 3] *= rng.uniform(size=(h, w)) < 0.9  # holes
+            if soft:
+                partial = (rgba[t, ..., 3] > 0) & (rng.uniform(size=(h, w)) < 0.33)
+                rgba[t, ..., 3][partial] = rng.choice([1, 2, 127, 128, 200, 253, 254], size=int(partial.sum()))
         if T > 1:
             rgba[int(rng.integers(0, T)), ..., 3] = 0
         tubes.append(rgba)
@@ -59,18 +63,20 @@ SPECS = [
 ]
 
 
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 @pytest.mark.parametrize("clip_dtype", ["uint8", "float32"])
 @pytest.mark.parametrize("T", [1, 9])
 @pytest.mark.parametrize("spec", SPECS)
-def test_kernel_sample_equals_the_numpy_path(spec, T, clip_dtype, monkeypatch):
+def test_kernel_sample_equals_the_numpy_path(spec, T, clip_dtype, soft, monkeypatch):
     calls = []
+    name = "compose_soft_nearest" if soft else "compose_hard_nearest"
 
     def counted(*args):
         calls.append(len(args[2]))
-        return kernels.compose_hard_nearest(*args)
-    monkeypatch.setattr("stal.synthesis.paste.compose_hard_nearest", counted)
+        return getattr(kernels, name)(*args)
+    monkeypatch.setattr(f"stal.synthesis.paste.{name}", counted)
     rng = np.random.default_rng(20)
-    bank = _walkers(rng, n=5, T=max(T, 12), h=30, w=22)
+    bank = _walkers(rng, n=5, T=max(T, 12), h=30, w=22, soft=soft)
     bgs = ArrayBackgrounds(rng.integers(0, 256, (2, T, 40, 48, 3), dtype=np.uint8))
     placement = PlacementSpec(actors_min=2, actors_max=5, **{"scale_min": 0.15, "scale_max": 0.35, **spec})
     kw = dict(tubes=bank, backgrounds=bgs, placement=placement, num_frames=T, height=40, width=48,
@@ -120,17 +126,41 @@ def test_occlusion_is_what_a_broken_kernel_gets_wrong(monkeypatch):
         _assert_same_sample(broken, b)
 
 
-def test_soft_tubes_and_other_modes_take_the_numpy_path():
+def test_feathering_and_bilinear_take_the_numpy_path(monkeypatch):
+    """Only nearest resizing without edge treatment or colour matching is compiled."""
+    def no_kernel(*args):
+        raise AssertionError("the kernel ran")
+    for name in ("compose_hard_nearest", "compose_soft_nearest"):
+        monkeypatch.setattr(f"stal.synthesis.paste.{name}", no_kernel)
     rng = np.random.default_rng(22)
     bank = _walkers(rng, n=2, T=4, h=12, w=10)
-    bank.tubes[1].rgba[0, 0, 0, 3] = 128  # one soft pixel: the blend is needed
     bgs = ArrayBackgrounds(rng.integers(0, 256, (1, 4, 24, 24, 3), dtype=np.uint8))
     kw = dict(tubes=bank, backgrounds=bgs, num_frames=4, height=24, width=24, num_classes=3, clip_dtype="uint8",
               placement=PlacementSpec(actors_min=2, actors_max=2, scale_min=0.2, scale_max=0.3))
-    s = PasteSynthesizer(interpolation="nearest", **kw)(np.random.default_rng(0))
-    assert s.provenance._ids is None
-    s = PasteSynthesizer(interpolation="bilinear", **kw)(np.random.default_rng(0))
-    assert s.provenance._ids is None
+    for options in (dict(interpolation="bilinear"), dict(edge="feather"), dict(colour_match=0.5)):
+        PasteSynthesizer(**kw, **options)(np.random.default_rng(0))
+
+
+def test_soft_blend_overlaps_are_what_a_broken_kernel_gets_wrong():
+    """Two half-transparent actors at the same place: the blend and the lower layer's
+    weight (a * (1 - a_top)) need the bottom-first order; the hard kernel (top first,
+    taken = covered) differs from the numpy path there."""
+    rgba = np.zeros((2, 10, 10, 4), np.uint8)
+    rgba[..., :3] = np.random.default_rng(25).integers(0, 256, (2, 10, 10, 3), dtype=np.uint8)
+    rgba[..., 3] = 128
+    bank = MemoryTubeBank([rgba[:1].repeat(3, 0), rgba[1:].repeat(3, 0)], [[0], [1]], classes=["a", "b"])
+    kw = dict(tubes=bank, backgrounds=ArrayBackgrounds(np.full((1, 3, 20, 20, 3), 50, np.uint8)), num_frames=3,
+              height=20, width=20, num_classes=2, interpolation="nearest", clip_dtype="uint8",
+              placement=PlacementSpec(actors_min=2, actors_max=2, scale_min=0.5, scale_max=0.5, flip_prob=0.0))
+    a = PasteSynthesizer(**kw)(np.random.default_rng(0))
+    b = _numpy_sample(PasteSynthesizer(**kw), np.random.default_rng(0))
+    _assert_same_sample(a, b)
+    both = (a.provenance.alpha > 0).all(0)
+    assert both.any() and np.allclose(a.provenance.alpha[0][both], (128 / 255) * (1 - 128 / 255))
+    synth = PasteSynthesizer(**kw)
+    synth._soft_alpha = lambda index, tube: False  # force the hard kernel onto soft tubes
+    with pytest.raises(AssertionError):
+        _assert_same_sample(synth(np.random.default_rng(0)), b)
 
 
 def test_nearest_map_is_the_numpy_index():

@@ -310,3 +310,179 @@ def _touch_tube_rows(tube, row_spans, frames, top, maps, rect):
                 for c in range(spans[sy, 0], spans[sy, 1], 16):  # 16 uint32 = one 64-byte line
                     acc += flat[np.uint64(sy * ws + c)]
     return acc
+
+
+@_jit
+def compose_soft_nearest(clip, background, tubes, alpha_boxes, row_spans, frames, top, left, canvas, flips, lut,
+                         span):
+    """:func:`compose_hard_nearest` for tubes whose alpha may take any value in [0, 255]
+    (feathered box tubes, soft masks): same arguments and returns.
+
+    Layers are blended bottom first with the "over" operator, in the float32 arithmetic of
+    :func:`stal.synthesis.compose.composite_layers` (a = alpha / 255, ``a * fg + (1 - a) *
+    clip``, rounded half to even for uint8 clips; the earlier layers' weights times 1 - a),
+    so the Sample is the numpy path's bit for bit (tested). A voxel's owner, for the boxes,
+    is the source with the largest visible weight (ties to the lower source), found after
+    the frame's last layer.
+    """
+    T, H, W = clip.shape[0], clip.shape[1], clip.shape[2]
+    A, M = len(tubes), 1
+    for a in range(A):
+        M = max(M, canvas[a, 0], canvas[a, 1], tubes[a].shape[2] + 1)
+    maps = np.zeros((A, 3, M), np.int64)
+    rect = np.zeros((A, T, 4), np.int64)
+    cuboids = np.zeros((A * ((T + span - 1) // span), 8), np.int64)
+    where = np.full((A, T), -1, np.int64)
+    n, size = 0, 0
+    for a in range(A):
+        n, size = _actor_layout(a, tubes[a].shape[1], tubes[a].shape[2], alpha_boxes[a], frames[a], top[a], left[a],
+                                canvas[a], flips[a], span, H, W, maps[a], rect[a], cuboids, where[a], n, size)
+    cuboids = cuboids[:n]
+    for a in range(A):
+        _touch_tube_rows(tubes[a], row_spans[a], frames[a], top[a], maps[a], rect[a])
+    values = np.zeros(size, np.float32)
+    boxes = np.full((A, T, 4), np.nan, np.float32)
+    planes = np.zeros((A, 5), np.int64)  # per layer shown in frame t: its weights' plane (see _frame_planes)
+    alut = np.arange(256).astype(np.float32) / np.float32(255)  # alpha byte -> a, as the numpy path divides
+    stamp, best, owner = np.zeros((H, W), np.int32), np.empty((H, W), np.float32), np.empty((H, W), np.int64)
+    clipf, backf = clip.reshape(-1), background.reshape(-1)
+    for t in range(T):
+        frame = np.uint64(t * H * W * 3)
+        for i in range(np.uint64(H * W * 3)):
+            clipf[frame + i] = backf[frame + i]
+        shown = _frame_planes(planes, where, rect, cuboids, t)
+        for a in range(A):  # the bottom layer first
+            if planes[a, 0] >= 0:
+                _blend_actor_frame(clipf, values, tubes[a][frames[a, t]], row_spans[a][frames[a, t]], maps[a],
+                                   rect[a, t], planes, a, t, top[a, t], left[a, t], canvas[a, 1], flips[a], lut, alut,
+                                   H, W)
+        if shown:
+            _frame_boxes(values, planes, stamp, best, owner, t, boxes[:, t], H, W)
+    return values, cuboids, boxes
+
+
+@_jit
+def _frame_planes(planes, where, rect, cuboids, t):
+    """Fill ``planes`` (A, 5) for clip frame t: per layer with a footprint there, (flat offset
+    of its weight at (y0, x0) in frame t, y0, y1, x0, x1) of its crop; -1 in column 0 where
+    it has none. Returns how many layers have one."""
+    shown = 0
+    for a in range(planes.shape[0]):
+        c = where[a, t]
+        planes[a, 0] = -1
+        if c < 0 or rect[a, t, 0] >= rect[a, t, 1]:
+            continue
+        _, t0, _, y0, y1, x0, x1, off = cuboids[c]
+        planes[a, 0] = off + (t - t0) * (y1 - y0) * (x1 - x0)
+        planes[a, 1], planes[a, 2], planes[a, 3], planes[a, 4] = y0, y1, x0, x1
+        shown += 1
+    return shown
+
+
+@_jit
+def _weight_index(planes, j, y, x):
+    """Flat index of layer j's weight at (y, x) of the current frame, -1 outside its crop."""
+    if planes[j, 0] < 0 or not (planes[j, 1] <= y < planes[j, 2] and planes[j, 3] <= x < planes[j, 4]):
+        return -1
+    return planes[j, 0] + (y - planes[j, 1]) * (planes[j, 4] - planes[j, 3]) + x - planes[j, 3]
+
+
+@_jit
+def _blend_actor_frame(clipf, values, tube, spans, maps, rect, planes, a, t, top, left, width, flip, lut, alut, H, W):
+    """Layer a in clip frame t of :func:`compose_soft_nearest` (arguments as in
+    :func:`_paste_actor_frame`; ``planes`` from :func:`_frame_planes`): blends its visited
+    pixels over the clip and scales the earlier layers' weights by 1 - a."""
+    ys, cols, inv = maps[0], maps[1], maps[2]
+    ws = tube.shape[1]
+    tubef = tube.reshape(-1)
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    below = 0  # earlier layers whose crop meets this one's in this frame
+    for j in range(a):
+        if (planes[j, 0] >= 0 and planes[j, 1] < planes[a, 2] and planes[a, 1] < planes[j, 2]
+                and planes[j, 3] < planes[a, 4] and planes[a, 3] < planes[j, 4]):
+            below += 1
+    for y in range(rect[0], rect[1]):
+        sy = ys[y - top]
+        ja, jb = inv[spans[sy, 0]], inv[spans[sy, 1]]
+        if flip:
+            ja, jb = width - jb, width - ja
+        xa, xb = max(rect[2], left + ja), min(rect[3], left + jb)
+        if xa >= xb:
+            continue
+        clip0 = np.uint64((t * H + y) * W + xa)
+        src0 = np.uint64(sy * ws)
+        col0 = np.uint64(xa - left)
+        w0 = np.uint64(_weight_index(planes, a, y, xa))
+        for u in range(np.uint64(xb - xa)):
+            pixel = tubef[src0 + np.uint64(cols[col0 + u])]
+            alpha = pixel >> 24
+            if alpha == 0:
+                continue
+            c = three * (clip0 + u)
+            if alpha == 255:
+                cover = np.float32(0.0)
+                if lut is None:
+                    clipf[c], clipf[c + one], clipf[c + two] = pixel & 0xFF, (pixel >> 8) & 0xFF, (pixel >> 16) & 0xFF
+                else:
+                    clipf[c], clipf[c + one], clipf[c + two] = lut[pixel & 0xFF], lut[(pixel >> 8) & 0xFF], lut[(pixel >> 16) & 0xFF]
+            else:
+                cover = np.float32(np.float32(1.0) - alut[alpha])
+                _blend_pixel(clipf, c, pixel, alut[alpha], cover, lut)
+            values[w0 + u] = alut[alpha]
+            if below:
+                x = xa + np.int64(u)
+                for j in range(a):
+                    k = _weight_index(planes, j, y, x)
+                    if k >= 0:
+                        values[k] = values[k] * cover
+    return below
+
+
+@_jit
+def _blend_pixel(clipf, c, pixel, a, cover, lut):
+    """clip[c:c + 3] = a * fg + cover * clip in float32 (rounded half to even into a uint8
+    clip), fg the colour bytes of ``pixel`` (as clip values through ``lut`` for a float clip)."""
+    for i in range(3):
+        byte = (pixel >> (8 * i)) & 0xFF
+        at = c + np.uint64(i)
+        if lut is None:
+            out = a * np.float32(byte) + cover * np.float32(clipf[at])
+            clipf[at] = np.uint8(np.rint(out))
+        else:
+            clipf[at] = a * lut[byte] + cover * clipf[at]
+
+
+@_jit
+def _frame_boxes(values, planes, stamp, best, owner, t, boxes, H, W):
+    """``boxes`` (A, 4) of frame t: per layer, the normalized box of the voxels it owns
+    (weight > 0 and the largest, ties going to the lower layer: the rule of
+    :func:`stal.synthesis.compose.boxes_from_crops`). ``stamp`` int32, ``best`` float32
+    and ``owner`` int64 (H, W) are scratch: a voxel's best weight and owner so far are
+    valid where ``stamp == t + 1``."""
+    A = planes.shape[0]
+    mark = np.int32(t + 1)
+    stampf, bestf, ownerf = stamp.reshape(-1), best.reshape(-1), owner.reshape(-1)
+    for a in range(A):  # lower layers first: a strictly larger weight takes the voxel
+        if planes[a, 0] < 0:
+            continue
+        base, y0, y1, x0, x1 = planes[a, 0], planes[a, 1], planes[a, 2], planes[a, 3], planes[a, 4]
+        for y in range(y0, y1):
+            row, pix = np.uint64(base + (y - y0) * (x1 - x0)), np.uint64(y * W + x0)
+            for u in range(np.uint64(x1 - x0)):
+                w, p = values[row + u], pix + u
+                if w > 0 and (stampf[p] != mark or w > bestf[p]):
+                    stampf[p], bestf[p], ownerf[p] = mark, w, a
+    for a in range(A):
+        if planes[a, 0] < 0:
+            continue
+        by0, by1, bx0, bx1 = 1 << 30, -1, 1 << 30, -1
+        for y in range(planes[a, 1], planes[a, 2]):
+            pix = np.uint64(y * W + planes[a, 3])
+            for u in range(np.uint64(planes[a, 4] - planes[a, 3])):
+                if stampf[pix + u] == mark and ownerf[pix + u] == a:
+                    x = planes[a, 3] + np.int64(u)
+                    by0, by1 = min(by0, y), max(by1, y)
+                    bx0, bx1 = min(bx0, x), max(bx1, x)
+        if by1 >= 0:
+            boxes[a, 0], boxes[a, 1] = np.float32(bx0 / W), np.float32(by0 / H)
+            boxes[a, 2], boxes[a, 3] = np.float32((bx1 + 1) / W), np.float32((by1 + 1) / H)

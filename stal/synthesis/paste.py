@@ -19,7 +19,7 @@ from stal.errors import DataError
 from stal.structures import AlphaCrop, Provenance, Sample, clip_as_float
 from stal.synthesis.compose import Layer, boxes_from_crops, composite_layers
 from stal.synthesis.edges import feather_alpha, match_colour
-from stal.synthesis.kernels import compose_hard_nearest
+from stal.synthesis.kernels import compose_hard_nearest, compose_soft_nearest
 from stal.synthesis.placement import Placement, PlacementSpec, place_actors
 from stal.synthesis.tube_bank import Tube
 
@@ -214,9 +214,9 @@ class PasteSynthesizer:
 
     def _compose_compiled(self, *, background: np.ndarray,
                           placements: list[Placement]) -> tuple[np.ndarray, Provenance, np.ndarray] | None:
-        """(clip, provenance, boxes) of the loader default (nearest resizing, hard edges, no
-        colour match, every placed tube's alpha in {0, 255}) from the compiled kernel; None
-        for other settings, which go through :meth:`_layer` and :func:`composite_layers`.
+        """(clip, provenance, boxes) with nearest resizing, no edge treatment and no colour
+        match (the loader default) from a compiled kernel; None for other settings, which go
+        through :meth:`_layer` and :func:`composite_layers`.
 
         One kernel call for all actors, frame by frame (see :mod:`stal.synthesis.kernels`).
         The provenance has a crop per CROP_FRAMES frames of a source; its dense ids are built
@@ -226,11 +226,13 @@ class PasteSynthesizer:
                 or not placements):
             return None
         tubes = [self.tubes[p.tube] for p in placements]
-        if any(self._soft_alpha(p.tube, tube) for p, tube in zip(placements, tubes)):
-            return None
+        # Soft alpha needs the blend, bottom layer first; hard alpha is pasted top layer
+        # first, skipping what is covered (faster; the same result for {0, 255} alpha).
+        soft = any(self._soft_alpha(p.tube, tube) for p, tube in zip(placements, tubes))
+        kernel = compose_soft_nearest if soft else compose_hard_nearest
         spans = [self._spans(p.tube, tube) for p, tube in zip(placements, tubes)]
         clip = np.empty_like(background)
-        values, cuboids, boxes = compose_hard_nearest(
+        values, cuboids, boxes = kernel(
             clip, background, tuple(_packed(tube.rgba) for tube in tubes), tuple(s[0] for s in spans),
             tuple(s[1] for s in spans), np.stack([p.frames for p in placements]),
             np.stack([p.top for p in placements]), np.stack([p.left for p in placements]),
@@ -241,7 +243,7 @@ class PasteSynthesizer:
             size = (t1 - t0) * (y1 - y0) * (x1 - x0)
             cube = values[off:off + size].reshape(t1 - t0, y1 - y0, x1 - x0)
             crops[k].append(AlphaCrop(values=cube, start=t0, top=y0, left=x0))
-        return clip, Provenance.from_crops(crops, shape=(self.T, self.H, self.W), exclusive=True), boxes
+        return clip, Provenance.from_crops(crops, shape=(self.T, self.H, self.W), exclusive=not soft), boxes
 
     def _spans(self, index: int, tube: Tube) -> tuple[np.ndarray, np.ndarray]:
         """(``_alpha_boxes``, ``_row_spans``) of a tube's alpha."""
