@@ -108,15 +108,24 @@ def run_bench(*, frames: int, size: int, actors: int, rounds: int, video: str) -
     """Rows (name, median ms per clip) and the footage used."""
     import av
     from stal.synthesis.generated import encode_video
+    from stal.synthesis.edges import feather_alpha
     from stal.synthesis.paste import ArrayBackgrounds, PasteSynthesizer
     from stal.synthesis.placement import PlacementSpec
+    from stal.synthesis.tube_bank import MemoryTubeBank
 
     with tempfile.TemporaryDirectory() as workdir:
         bank, bg, footage = _sources(video, frames, size, workdir)
         spec = PlacementSpec(actors_min=actors, actors_max=actors, scale_min=0.3, scale_max=0.6)
+        # The same tubes with soft mask edges (as box tubes built with --feather have): the
+        # compiled blend instead of the hard paste.
+        soft = MemoryTubeBank([feather_alpha(t.rgba, 3) for t in bank.tubes], [[0]] * len(bank.tubes),
+                              classes=["person"])
         synths = {
             "compose uint8, hard edges (loader default)": PasteSynthesizer(
                 tubes=bank, backgrounds=ArrayBackgrounds(bg), placement=spec, num_frames=frames, height=size,
+                width=size, num_classes=1, interpolation="nearest", clip_dtype="uint8"),
+            "compose uint8, soft-alpha tubes (masks feathered 3 px), nearest": PasteSynthesizer(
+                tubes=soft, backgrounds=ArrayBackgrounds(bg), placement=spec, num_frames=frames, height=size,
                 width=size, num_classes=1, interpolation="nearest", clip_dtype="uint8"),
             "compose uint8, feathered, bilinear, linear drift": PasteSynthesizer(
                 tubes=bank, backgrounds=ArrayBackgrounds(bg), placement=PlacementSpec(

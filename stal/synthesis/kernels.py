@@ -1,4 +1,4 @@
-"""Compiled (numba) compositor of the loader default: nearest resize, hard edges.
+"""Compiled (numba) compositors of the loader default: nearest resize, no edge treatment.
 
 Why compiled: the numpy path cost about 4 ms per 16x224x224 clip with 3 actors, half of a
 decord decode, in ~500 numpy calls (resize, masked copy, weights, occlusion, boxes per
@@ -11,13 +11,15 @@ opaque layer that reaches it (a per-frame stamp marks it). With alpha in {0, 255
 exactly the "over" operator bottom first (the clip shows the topmost opaque source, whose
 visible weight is 1, every other source's 0), so the result equals
 :func:`stal.synthesis.compose.composite_layers` bit for bit (tested against it). Soft alpha
-(any value strictly between 0 and 255) needs the blend and is not handled here. The dense
-ids are not written: the training item reads the visible weights from the crops, and
-:class:`stal.structures.Provenance` builds the ids from them when something reads them.
+(any value strictly between 0 and 255: feathered box tubes, soft masks) needs the blend,
+bottom layer first: :func:`compose_soft_nearest` does it in the numpy path's float32
+arithmetic, also bit for bit. The dense ids are not written: the training item reads the
+visible weights from the crops, and :class:`stal.structures.Provenance` builds the ids from
+them when something reads them.
 
-The per-actor arrays travel as tuples, so numba compiles :func:`compose_hard_nearest` once
-per number of actors and clip dtype (about 1 s each; the helpers once, about 4 s, on the
-2-core development machine). Everything is cached to ``__pycache__`` (``cache=True``):
+The per-actor arrays travel as tuples, so numba compiles each compositor once per number
+of actors and clip dtype (about 1-2 s each; the helpers once, about 4 s, on the 2-core
+development machine). Everything is cached to ``__pycache__`` (``cache=True``):
 later processes load the machine code in about 0.2 s. Where neither ``__pycache__`` nor
 the user cache directory (or ``NUMBA_CACHE_DIR``) is writable, plain ``njit(cache=True)``
 raises at import; :func:`_jit` then compiles without a cache, once per process (tested).
