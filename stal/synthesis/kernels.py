@@ -18,8 +18,8 @@ visible weights from the crops, and :class:`stal.structures.Provenance` builds t
 them when something reads them.
 
 The per-actor arrays travel as tuples, so numba compiles each compositor once per number
-of actors and clip dtype (about 1-2 s each; the helpers once, about 4 s, on the 2-core
-development machine). Everything is cached to ``__pycache__`` (``cache=True``):
+of actors and clip dtype (about 1.5 s each, on the 2-core development machine; the first
+call, with the shared helpers, about 5 s for the hard and 3 s more for the soft one). Everything is cached to ``__pycache__`` (``cache=True``):
 later processes load the machine code in about 0.2 s. Where neither ``__pycache__`` nor
 the user cache directory (or ``NUMBA_CACHE_DIR``) is writable, plain ``njit(cache=True)``
 raises at import; :func:`_jit` then compiles without a cache, once per process (tested).
@@ -164,25 +164,9 @@ def compose_hard_nearest(clip, background, tubes, alpha_boxes, row_spans, frames
             division in float64 as :func:`stal.synthesis.compose.boxes_from_crops` does),
             NaN where it has none.
     """
-    T, H, W = clip.shape[0], clip.shape[1], clip.shape[2]
-    # Only this function takes the tuples (numba compiles it once per number of actors, about
-    # a second each); the helpers get one actor's arrays and are compiled once.
-    A, M = len(tubes), 1
-    for a in range(A):
-        M = max(M, canvas[a, 0], canvas[a, 1], tubes[a].shape[2] + 1)
-    maps = np.zeros((A, 3, M), np.int64)
-    rect = np.zeros((A, T, 4), np.int64)
-    cuboids = np.zeros((A * ((T + span - 1) // span), 8), np.int64)
-    where = np.full((A, T), -1, np.int64)
-    n, size = 0, 0
-    for a in range(A):
-        n, size = _actor_layout(a, tubes[a].shape[1], tubes[a].shape[2], alpha_boxes[a], frames[a], top[a], left[a],
-                                canvas[a], flips[a], span, H, W, maps[a], rect[a], cuboids, where[a], n, size)
-    cuboids = cuboids[:n]
-    for a in range(A):
-        _touch_tube_rows(tubes[a], row_spans[a], frames[a], top[a], maps[a], rect[a])
-    values = np.zeros(size, np.float32)
-    boxes = np.full((A, T, 4), np.nan, np.float32)
+    T, H, W, A = clip.shape[0], clip.shape[1], clip.shape[2], len(tubes)
+    maps, rect, cuboids, where, values, boxes = _layout(tubes, alpha_boxes, row_spans, frames, top, left, canvas,
+                                                        flips, span, H, W)
     # taken[y, x] == t + 1: a layer above already owns pixel (y, x) of frame t (no clearing
     # between frames).
     taken = np.zeros((H, W), np.int16)
@@ -199,6 +183,30 @@ def compose_hard_nearest(clip, background, tubes, alpha_boxes, row_spans, frames
                                maps[a], rect[a, t], cuboids[c], t, top[a, t], left[a, t], canvas[a, 1], flips[a],
                                lut, W)
     return values, cuboids, boxes
+
+
+@_jit
+def _layout(tubes, alpha_boxes, row_spans, frames, top, left, canvas, flips, span, H, W):
+    """(maps, rect, cuboids, where, values, boxes) of the A actors (arguments as in
+    :func:`compose_hard_nearest`; each actor's rows as :func:`_actor_layout` writes them;
+    the weights zeroed, the boxes NaN), after touching the tube rows the paste will read
+    (:func:`_touch_tube_rows`). This and the
+    two compositors take the tuples (numba compiles them once per number of actors); the
+    helpers get one actor's arrays and are compiled once."""
+    A, T, M = len(tubes), frames.shape[1], 1
+    for a in range(A):
+        M = max(M, canvas[a, 0], canvas[a, 1], tubes[a].shape[2] + 1)
+    maps = np.zeros((A, 3, M), np.int64)
+    rect = np.zeros((A, T, 4), np.int64)
+    cuboids = np.zeros((A * ((T + span - 1) // span), 8), np.int64)
+    where = np.full((A, T), -1, np.int64)
+    n, size = 0, 0
+    for a in range(A):
+        n, size = _actor_layout(a, tubes[a].shape[1], tubes[a].shape[2], alpha_boxes[a], frames[a], top[a], left[a],
+                                canvas[a], flips[a], span, H, W, maps[a], rect[a], cuboids, where[a], n, size)
+    for a in range(A):
+        _touch_tube_rows(tubes[a], row_spans[a], frames[a], top[a], maps[a], rect[a])
+    return maps, rect, cuboids[:n], where, np.zeros(size, np.float32), np.full((A, T, 4), np.nan, np.float32)
 
 
 @_jit
@@ -238,6 +246,18 @@ def _actor_layout(a, hs, ws, alpha_boxes, frames, top, left, canvas, flip, span,
 
 
 @_jit
+def _row_run(y, top, left, width, flip, rect, ys, inv, spans):
+    """(sy, xa, xb): the tube row shown in clip row y of an actor's frame (canvas at (top,
+    left), ``width`` wide, footprint ``rect``) and the clip columns [xa, xb) sampling that
+    row's span of alpha > 0 (``spans`` (h_s, 2); mirrored when ``flip``); xa >= xb: none."""
+    sy = ys[y - top]
+    ja, jb = inv[spans[sy, 0]], inv[spans[sy, 1]]
+    if flip:
+        ja, jb = width - jb, width - ja
+    return sy, max(rect[2], left + ja), min(rect[3], left + jb)
+
+
+@_jit
 def _paste_actor_frame(clipf, taken, values, box, tube, spans, maps, rect, cuboid, t, top, left, width, flip, lut, W):
     """One actor in clip frame t of :func:`compose_hard_nearest`: ``tube`` uint32 (h_s, w_s)
     is the tube frame shown, ``spans`` (h_s, 2) its row spans, the canvas at (top, left) is
@@ -253,12 +273,7 @@ def _paste_actor_frame(clipf, taken, values, box, tube, spans, maps, rect, cuboi
     one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
     by0, by1, bx0, bx1 = 1 << 30, -1, 1 << 30, -1
     for y in range(rect[0], rect[1]):
-        sy = ys[y - top]
-        # Canvas columns sampling the row's span of alpha > 0 (mirrored when flipped).
-        ja, jb = inv[spans[sy, 0]], inv[spans[sy, 1]]
-        if flip:
-            ja, jb = width - jb, width - ja
-        xa, xb = max(rect[2], left + ja), min(rect[3], left + jb)
+        sy, xa, xb = _row_run(y, top, left, width, flip, rect, ys, inv, spans)
         if xa >= xb:
             continue
         # Flat offsets, unsigned: numba then skips the negative-index wraparound test on every
@@ -327,23 +342,9 @@ def compose_soft_nearest(clip, background, tubes, alpha_boxes, row_spans, frames
     is the source with the largest visible weight (ties to the lower source), found after
     the frame's last layer.
     """
-    T, H, W = clip.shape[0], clip.shape[1], clip.shape[2]
-    A, M = len(tubes), 1
-    for a in range(A):
-        M = max(M, canvas[a, 0], canvas[a, 1], tubes[a].shape[2] + 1)
-    maps = np.zeros((A, 3, M), np.int64)
-    rect = np.zeros((A, T, 4), np.int64)
-    cuboids = np.zeros((A * ((T + span - 1) // span), 8), np.int64)
-    where = np.full((A, T), -1, np.int64)
-    n, size = 0, 0
-    for a in range(A):
-        n, size = _actor_layout(a, tubes[a].shape[1], tubes[a].shape[2], alpha_boxes[a], frames[a], top[a], left[a],
-                                canvas[a], flips[a], span, H, W, maps[a], rect[a], cuboids, where[a], n, size)
-    cuboids = cuboids[:n]
-    for a in range(A):
-        _touch_tube_rows(tubes[a], row_spans[a], frames[a], top[a], maps[a], rect[a])
-    values = np.zeros(size, np.float32)
-    boxes = np.full((A, T, 4), np.nan, np.float32)
+    T, H, W, A = clip.shape[0], clip.shape[1], clip.shape[2], len(tubes)
+    maps, rect, cuboids, where, values, boxes = _layout(tubes, alpha_boxes, row_spans, frames, top, left, canvas,
+                                                        flips, span, H, W)
     planes = np.zeros((A, 5), np.int64)  # per layer shown in frame t: its weights' plane (see _frame_planes)
     alut = np.arange(256).astype(np.float32) / np.float32(255)  # alpha byte -> a, as the numpy path divides
     stamp, best, owner = np.zeros((H, W), np.int32), np.empty((H, W), np.float32), np.empty((H, W), np.int64)
@@ -404,11 +405,7 @@ def _blend_actor_frame(clipf, values, tube, spans, maps, rect, planes, a, t, top
                 and planes[j, 3] < planes[a, 4] and planes[a, 3] < planes[j, 4]):
             below += 1
     for y in range(rect[0], rect[1]):
-        sy = ys[y - top]
-        ja, jb = inv[spans[sy, 0]], inv[spans[sy, 1]]
-        if flip:
-            ja, jb = width - jb, width - ja
-        xa, xb = max(rect[2], left + ja), min(rect[3], left + jb)
+        sy, xa, xb = _row_run(y, top, left, width, flip, rect, ys, inv, spans)
         if xa >= xb:
             continue
         clip0 = np.uint64((t * H + y) * W + xa)
