@@ -174,7 +174,9 @@ _C.SYNTHESIS.FLIP_PROB = 0.5
 _C.SYNTHESIS.OCCLUSION = "random"
 # A tube longer than the clip is an error (True) instead of a random temporal crop (False).
 _C.SYNTHESIS.STRICT_LENGTH = False
-# Edge treatment: "hard" (the tube's alpha as is) or "feather" (alpha softened inwards).
+# Edge treatment: "hard" (the tube's alpha as is) or "feather" (alpha softened inwards, per
+# draw, by the numpy compositor: about 10x the compiled paste; tubes feathered once when the
+# bank is built, e.g. build_tube_bank.py --feather, use the compiled soft blend instead).
 _C.SYNTHESIS.EDGE = "hard"
 # Width of the feathered edge in pixels (EDGE "feather").
 _C.SYNTHESIS.FEATHER_RADIUS = 2
