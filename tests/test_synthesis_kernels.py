@@ -223,4 +223,4 @@ def test_per_tube_statistics_are_bounded(monkeypatch):
                              num_frames=4, height=64, width=64, num_classes=3, clip_dtype="uint8")
     seen = {synth(np.random.default_rng(i)).info["tubes"][0] for i in range(20)}
     assert len(seen) > 2
-    assert len(synth._soft._items) == len(synth._boxes._items) == 2
+    assert len(synth._soft) == len(synth._boxes) == 2

@@ -8,7 +8,6 @@ makes sample i reproducible anywhere.
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,7 +20,7 @@ from stal.synthesis.compose import Layer, boxes_from_crops, composite_layers
 from stal.synthesis.edges import feather_alpha, match_colour
 from stal.synthesis.kernels import compose_hard_nearest, compose_soft_nearest
 from stal.synthesis.placement import Placement, PlacementSpec, place_actors
-from stal.synthesis.tube_bank import Tube
+from stal.synthesis.tube_bank import LRUCache, Tube
 
 EDGES = ("hard", "feather")
 INTERPOLATIONS = ("nearest", "bilinear")
@@ -131,25 +130,8 @@ def _row_spans(alpha: np.ndarray) -> np.ndarray:
     return spans.astype(np.int64)
 
 
-class _PerTube:
-    """Values derived from a tube's alpha, kept for the ``size`` most recently used tubes
-    (the row spans are a few tens of kB per tube: unbounded, a bank of 100k tubes would hold
-    gigabytes per loader worker)."""
-
-    def __init__(self, size: int):
-        self.size, self._items = size, OrderedDict()
-
-    def get(self, index: int, compute):
-        if index in self._items:
-            self._items.move_to_end(index)
-            return self._items[index]
-        value = self._items[index] = compute()
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return value
-
-
-# Tubes whose alpha statistics a synthesizer keeps (per loader worker).
+# Tubes whose alpha statistics a synthesizer keeps (per loader worker; the row spans are a
+# few tens of kB per tube: unbounded, a bank of 100k tubes would hold gigabytes).
 TUBE_STATS_CACHE = 4096
 
 # Clip frames per crop of a source's visible weight (the compiled path): fewer frames give
@@ -186,8 +168,8 @@ class PasteSynthesizer:
         if classes is not None and len(classes) > num_classes:
             raise DataError(f"{getattr(tubes, 'root', 'tube bank')}: {len(classes)} classes {list(classes)}, "
                             f"but the model predicts {num_classes} (MODEL.NUM_CLASSES)")
-        self._soft = _PerTube(TUBE_STATS_CACHE)  # per tube: whether its alpha has values in (0, 255)
-        self._boxes = _PerTube(TUBE_STATS_CACHE)  # per tube: _alpha_boxes, _row_spans
+        self._soft = LRUCache(TUBE_STATS_CACHE)  # per tube: whether its alpha has values in (0, 255)
+        self._boxes = LRUCache(TUBE_STATS_CACHE)  # per tube: _alpha_boxes, _row_spans
         root = getattr(tubes, "root", "")
         self._meta = [(e["frames"], e["height"], e["width"], e.get("actor_height", e["height"]),
                        f"{root}/{e['file']}" if root else e["file"]) for e in tubes.entries]

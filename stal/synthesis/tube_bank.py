@@ -83,6 +83,31 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class LRUCache:
+    """Values computed per key, kept for the ``size`` most recently used keys (the tube
+    arrays of a bank; per-tube statistics in :class:`stal.synthesis.paste.PasteSynthesizer`).
+    Iterates over the kept keys, least recently used first."""
+
+    def __init__(self, size: int):
+        self.size, self._items = size, OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def get(self, key, compute):
+        """The value of ``key``, from ``compute()`` when it is not kept."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = self._items[key] = compute()
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+
 class TubeBank:
     """Read-only, lazily loaded view of a tube bank directory (see the module docstring)."""
 
@@ -94,21 +119,13 @@ class TubeBank:
         self.entries: list[dict] = list(index["tubes"])
         if not self.entries:
             raise DataError(f"{self.index_path}: the bank has no tubes")
-        self._cache: OrderedDict[int, Tube] = OrderedDict()
-        self.cache_size = cache_size
+        self._cache = LRUCache(cache_size)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> Tube:
-        if i in self._cache:
-            self._cache.move_to_end(i)
-            return self._cache[i]
-        tube = self._load(i)
-        self._cache[i] = tube
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return tube
+        return self._cache.get(i, lambda: self._load(i))
 
     def _load(self, i: int) -> Tube:
         entry = self.entries[i]
