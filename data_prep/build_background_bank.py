@@ -26,7 +26,9 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from stal.errors import StalError  # noqa: E402
-from stal.synthesis.backgrounds import FORMAT, VERSION, list_frames, read_bank_index, read_image  # noqa: E402
+from stal.io.atomic import atomic_open, atomic_write_text  # noqa: E402
+from stal.io.images import list_frames, read_image  # noqa: E402
+from stal.synthesis.backgrounds import FORMAT, VERSION, read_bank_index  # noqa: E402
 from stal.synthesis.extraction import SubtractionSpec, empty_ranges, plate_of_video  # noqa: E402
 
 
@@ -48,10 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _write_index(path: str, index: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(index, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(index, indent=1, sort_keys=True))
 
 
 def _entries(args: argparse.Namespace, path: str, number: int, ranges: dict) -> list[dict]:
@@ -70,9 +69,8 @@ def _entries(args: argparse.Namespace, path: str, number: int, ranges: dict) -> 
     if args.mode in ("plate", "both"):
         name = os.path.join("plates", f"{number:06d}.png")
         os.makedirs(os.path.join(args.out, "plates"), exist_ok=True)
-        tmp = os.path.join(args.out, name + ".tmp.png")
-        Image.fromarray(plate).save(tmp)
-        os.replace(tmp, os.path.join(args.out, name))
+        with atomic_open(os.path.join(args.out, name), "wb") as f:
+            Image.fromarray(plate).save(f, format="PNG")
         out.append({"kind": "image", "path": name, "source": os.path.abspath(path), "frames": count})
     if args.mode in ("ranges", "both"):
         for start, stop in empty_ranges(path, spec, plate=plate, max_foreground=args.max_foreground,

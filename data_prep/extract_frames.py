@@ -9,7 +9,7 @@ i+1), decoding with PyAV, so no ffmpeg binary is needed. The defaults are AVA's:
 seconds [900, 1801), i.e. ``ffmpeg -ss 900 -t 901 -r 30``: 27030 frames, and the keyframe of
 second s is frame index ``(s - 900) * 30``. For other videos use ``--start 0 --duration 0``
 (whole video). Frame i shows the decoded frame nearest to ``start + i / fps`` (ffmpeg's fps
-filter; see stal.data.video_io).
+filter; see stal.io.video).
 
 Resumable: a finished video gets a ``COMPLETE`` marker (JSON: frames, fps, start, duration).
 A rerun skips a video whose marker matches the arguments and whose folder holds exactly
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stal.errors import DataError, StalError  # noqa: E402
 
-from stal.data.video_io import VIDEO_EXTENSIONS  # noqa: E402
+from stal.io.video import VIDEO_EXTENSIONS  # noqa: E402
 MARKER = "COMPLETE"
 
 
@@ -85,7 +85,7 @@ def _clear(folder: str) -> None:
 
 def _check_length(path: str, *, fps: float, start: float, duration: float | None) -> None:
     """Fail fast on a video whose header says it ends more than a second before start + duration."""
-    from stal.data.video_io import probe_video
+    from stal.io.video import probe_video
 
     info = probe_video(path)
     if duration is not None and 0 < info.duration < start + duration - 1.0:
@@ -114,7 +114,7 @@ def _extract(path: str, folder: str, video_id: str, *, fps: float, start: float,
              duration: float | None, quality: int) -> int:
     from PIL import Image
 
-    from stal.data.video_io import frames_at_fps
+    from stal.io.video import frames_at_fps
 
     _check_length(path, fps=fps, start=start, duration=duration)
     os.makedirs(folder, exist_ok=True)
@@ -128,7 +128,7 @@ def _extract(path: str, folder: str, video_id: str, *, fps: float, start: float,
         raise DataError(f"{path}: decoded {count} of {expected or 'any'} frames from {start:g} s at {fps:g} fps; "
                         f"the video is truncated or shorter than its header says")
     marker = dict(_params(fps, start, duration), frames=count)
-    from stal.data.ava_format import atomic_write_text
+    from stal.io.atomic import atomic_write_text
 
     atomic_write_text(os.path.join(folder, MARKER), json.dumps(marker) + "\n")
     return count

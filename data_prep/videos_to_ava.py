@@ -155,7 +155,7 @@ def convert(*, videos_dir: str, box_file: str, out: str, pixels: bool = True, fp
     """Build the dataset; returns messages about the videos left out (see the module doc)."""
     import extract_frames
 
-    from stal.data.video_io import probe_video
+    from stal.io.video import probe_video
 
     rows = read_box_file(box_file)
     paths = find_videos(videos_dir, {r.video for r in rows})
@@ -174,7 +174,8 @@ def convert(*, videos_dir: str, box_file: str, out: str, pixels: bool = True, fp
 
 
 def _write_annotations(folder: str, rows: list[BoxRow], boxes: np.ndarray, *, val: set[str]) -> None:
-    from stal.data.ava_format import AvaTable, atomic_write_text, write_ava_csv, write_labelmap
+    from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
+    from stal.io.atomic import atomic_write_text
 
     os.makedirs(folder, exist_ok=True)
     names = sorted({r.action for r in rows})

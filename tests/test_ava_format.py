@@ -11,7 +11,6 @@ import pytest
 from stal.data.ava_format import (
     AvaFormatError,
     AvaTable,
-    atomic_write_text,
     frame_key,
     read_ava_csv,
     read_excluded,
@@ -20,6 +19,7 @@ from stal.data.ava_format import (
     write_labelmap,
 )
 from stal.errors import DataError
+from stal.io.atomic import atomic_write_text
 
 GOOD_ROWS = [
     "-5KQ66BBWC4,0902,0.077,0.151,0.283,0.811,80,1",

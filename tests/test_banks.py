@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from stal.errors import DataError
-from stal.synthesis.backgrounds import BackgroundBank, CameraMotion, read_video_frames
+from stal.io.video import read_video_frames
+from stal.synthesis.backgrounds import BackgroundBank, CameraMotion
 from stal.synthesis.extraction import SubtractionSpec, extract_tubes, label_components
 from stal.synthesis.generated import encode_video, static_camera_frames
 from stal.synthesis.paste import ArrayBackgrounds, PasteSynthesizer
@@ -85,7 +86,7 @@ def test_tubes_from_vtest_are_people_not_background():
     spec = SubtractionSpec(segment=12, min_frames=6, min_area=400)
     import itertools
 
-    from stal.data.video_io import decode_with_times
+    from stal.io.video import decode_with_times
 
     # The median of every 8th of the first 200 frames (20 s of walking) is the empty scene.
     frames = [f for _, f in itertools.islice(decode_with_times(VTEST), 0, 200, 8)]

@@ -4,7 +4,7 @@ import av
 import numpy as np
 import pytest
 
-from stal.data.video_io import frames_at_fps
+from stal.io.video import frames_at_fps
 from stal.errors import DataError
 
 
@@ -43,7 +43,7 @@ def test_corrupt_video_is_a_clear_error(tmp_path):
 def test_clip_readers_agree_with_the_frame_numbers(tmp_path):
     """PyAV (seek + decode) and decord read the same source frames; probe reads the header."""
     from _data_fixtures import grey, write_video
-    from stal.data.video_io import probe_video, read_clip_decord, read_clip_pyav
+    from stal.io.video import probe_video, read_clip_decord, read_clip_pyav
 
     video = tmp_path / "c.mp4"
     write_video(video, frames=50, fps=10)

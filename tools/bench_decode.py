@@ -9,7 +9,7 @@ It extracts all frames once with data_prep/extract_frames.py (JPEG quality 95), 
 the same random clips (T = ``--frames`` frames, every ``--rate``-th frame, AVA's 8x8 by
 default) three ways, each clip from scratch as a data-loader worker would:
 
-* jpeg:   PIL-decode the T frame files (stal.data.video_io.read_frame_files)
+* jpeg:   PIL-decode the T frame files (stal.io.images.read_frame_files)
 * decord: open a VideoReader and get_batch the T indices (read_clip_decord)
 * decord (reader kept open): the same with one VideoReader for all clips
 * pyav:   open, seek to the key frame before the clip, decode forward (read_clip_pyav)
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import extract_frames
 
-    from stal.data.video_io import probe_video, read_clip_decord, read_clip_pyav, read_frame_files
+    from stal.io.images import read_frame_files
+    from stal.io.video import probe_video, read_clip_decord, read_clip_pyav
 
     with tempfile.TemporaryDirectory() as tmp:
         video = args.video or os.path.join(tmp, "bench.mp4")

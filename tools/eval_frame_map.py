@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         # Strict JSON has no NaN: no ground truth at all -> null, like a class without any.
         payload = _nan_to_none(result)
         payload["iou_threshold"] = args.iou
-        from stal.data.ava_format import atomic_write_text
+        from stal.io.atomic import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     except (StalError, ValueError) as exc:

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stal.config import load_cfg  # noqa: E402
 from stal.errors import StalError  # noqa: E402
+from stal.io.atomic import atomic_open  # noqa: E402
 
 SCALE = 3  # upscaling of the 64-pixel demo frames in the picture
 
@@ -121,9 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     for j, name in enumerate(["keyframe"] + [os.path.basename(r.rstrip("/")) for r in args.runs]):
         draw.text((j * width + 3, 3), name, fill=(255, 255, 255))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp.png"
-    image.save(tmp)
-    os.replace(tmp, args.out)
+    with atomic_open(args.out, "wb") as f:
+        image.save(f, format="PNG")
     print(f"wrote {args.out}")
     return 0
 

@@ -27,8 +27,9 @@ import numpy as np
 
 from stal.data.act_format import ActAnnotations
 from stal.data.ava import AvaKeyframeDataset
-from stal.data.ava_format import AvaTable
+from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
 from stal.errors import DataError
+from stal.io.images import list_frames
 
 ACT_FRAME_TEMPLATE = "{video}/{number:05d}.jpg"
 
@@ -87,8 +88,6 @@ def actor_free_ranges(table: AvaTable, *, frame_dir: str, min_length: int) -> di
 
     A tube spans its first to last annotated frame (gaps left by ``--train-every`` included).
     """
-    from stal.synthesis.backgrounds import list_frames
-
     spans: dict[str, list[tuple[int, int]]] = {}
     for video, person, frame in zip(table.video, table.extra.astype(np.int64), table.timestamp):
         spans.setdefault(str(video), []).append((int(person), int(frame)))
@@ -126,8 +125,6 @@ def check_video_frames(frame_dir: str, video: str, nframes: int) -> str | None:
 
 def prepare_act_index(act: ActAnnotations, *, root: str, split: int, train_every: int = 1) -> PrepareReport:
     """Write ``<root>/index/`` for ``split`` (1-based); videos without usable frames are left out."""
-    from stal.data.ava_format import write_ava_csv, write_labelmap
-
     paths = index_paths(root, split)
     if not os.path.isdir(paths["frames"]):
         raise DataError(f"{paths['frames']}: frame folder not found (expected rgb-images/<video>/%05d.jpg "

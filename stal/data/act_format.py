@@ -30,6 +30,7 @@ from typing import Any, Union
 import numpy as np
 
 from stal.errors import DataError
+from stal.io.atomic import atomic_open
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -217,10 +218,5 @@ def write_act_pickle(path: PathLike, annotations: ActAnnotations) -> None:
         "train_videos": [list(s) for s in annotations.train_videos],
         "test_videos": [list(s) for s in annotations.test_videos],
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         pickle.dump(data, f, protocol=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

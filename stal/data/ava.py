@@ -24,6 +24,8 @@ from torch.utils.data import Dataset
 
 from stal.data.ava_format import AvaTable
 from stal.data.synthetic import batch_rois, normalize_clip
+from stal.io.images import read_image
+from stal.io.video import VIDEO_EXTENSIONS, frames_at_fps
 from stal.errors import DataError
 
 
@@ -113,11 +115,7 @@ class AvaKeyframeDataset(Dataset):
         return np.stack([self._resize(f) for f in frames])
 
     def _read_frame(self, path: str) -> np.ndarray:
-        try:
-            with Image.open(path) as img:
-                return np.asarray(img.convert("RGB"))
-        except OSError as exc:
-            raise DataError(f"cannot read frame {path}: {exc}") from None
+        return read_image(path, what="frame")
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) -> float32 (S, S, 3) in [0, 1]."""
@@ -131,8 +129,6 @@ class AvaKeyframeDataset(Dataset):
         Frame index i is the decoded frame nearest to ``video_start + i / fps`` (as in the
         extracted files); indices past the end of the video repeat its last frame.
         """
-        from stal.data.video_io import frames_at_fps
-
         path = self._video_path(video)
         first, last = int(indices.min()), int(indices.max())
         frames = list(frames_at_fps(path, fps=self.fps, start=self.video_start + first / self.fps,
@@ -143,8 +139,6 @@ class AvaKeyframeDataset(Dataset):
 
     def _video_path(self, video: str) -> str:
         if video not in self._videos:
-            from stal.data.video_io import VIDEO_EXTENSIONS
-
             found = [os.path.join(self.video_dir, video + e) for e in VIDEO_EXTENSIONS
                      if os.path.isfile(os.path.join(self.video_dir, video + e))]
             if not found:

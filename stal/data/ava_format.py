@@ -35,14 +35,13 @@ import itertools
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
 
 from stal.errors import DataError
+from stal.io.atomic import atomic_write_text
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -174,47 +173,6 @@ def _read_text(path: PathLike) -> str:
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     return text.replace("\r\n", "\n")
-
-
-def atomic_write_text(path: PathLike, text: str, *, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
-
-    Writes a temporary file in the same directory (so ``os.replace`` is a rename on
-    one file system), flushes and fsyncs it, then replaces ``path``.
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; keep an existing file's mode, else the usual 0644.
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (best effort: not every platform can open a directory)."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 # ----------------------------------------------------------------------------------------
@@ -785,7 +743,6 @@ __all__ = [
     "AvaFormatError",
     "AvaTable",
     "CSV_COLUMNS",
-    "atomic_write_text",
     "frame_key",
     "read_box_list",
     "read_proposals_pickle",

@@ -22,11 +22,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from stal.data.synthetic import normalize_clip
 from stal.errors import DataError
+from stal.io.images import read_image_and_size
 
 CUB_FILES = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", "train_test_split.txt", "classes.txt")
 
@@ -121,12 +121,7 @@ class CubDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         im = self.images[index]
         path = os.path.join(self.root, "images", im.path)
-        try:
-            with Image.open(path) as img:
-                width, height = img.size
-                rgb = img.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        except OSError as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
+        rgb, (width, height) = read_image_and_size(path, size=self.size)
         box = normalized_box(im.box, width, height)
         mask = torch.zeros(1, 1, self.size, self.size)
         x1, y1, x2, y2 = np.round(box * self.size).astype(int)

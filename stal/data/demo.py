@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
 from stal.data.demo_render import ACTIONS, SCENES, TUBE_H, TUBE_W, render_actor, render_scene
+from stal.io.atomic import atomic_open
 from stal.structures import Sample
 from stal.synthesis.compose import PlacedTube, composite, tube_boxes
 
@@ -93,10 +94,9 @@ def generate_bank(path: str, *, seed: int, size: int, tubes_per_class: int,
     tubes = np.stack([render_actor(ACTIONS[c], BANK_FRAMES, rng, pose_randomness) for c in labels])
     scenes = np.repeat(np.arange(len(SCENES)), backgrounds_per_scene)
     backgrounds = np.stack([render_scene(SCENES[s], BANK_FRAMES, size, size, rng) for s in scenes])
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, tubes=(tubes * 255).round().astype(np.uint8), tube_labels=labels,
-                        backgrounds=(backgrounds * 255).round().astype(np.uint8), scenes=scenes)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        np.savez_compressed(f, tubes=(tubes * 255).round().astype(np.uint8), tube_labels=labels,
+                            backgrounds=(backgrounds * 255).round().astype(np.uint8), scenes=scenes)
 
 
 class DemoBank:

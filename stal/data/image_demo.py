@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from stal.errors import DataError
+from stal.io.atomic import atomic_open
 
 SCENE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 # Order matters: the first K are the classes. disc/cross/bar/ring were learned in 150 steps by
@@ -151,9 +152,8 @@ def ensure_image_demo(*, root: str, seed: int, size: int, num_classes: int, scen
     arrays = generate_image_demo(seed=seed, size=size, num_classes=num_classes, scenes_per_class=scenes_per_class,
                                  val_images=val_images, test_images=test_images)
     os.makedirs(root, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # readers never see a partial file; concurrent writers write the same bytes
+    with atomic_open(path, "wb") as f:  # readers never see a partial file; concurrent writers write the same bytes
+        np.savez(f, **arrays)
     return path
 
 

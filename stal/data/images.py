@@ -24,16 +24,15 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from stal.data.image_demo import ObjectDraw, draw_object, load_image_demo, render_object
 from stal.data.synthetic import normalize_clip
 from stal.errors import ConfigError, DataError
+from stal.io.images import IMAGE_EXTENSIONS, read_image
 from stal.structures import Sample
 from stal.synthesis.mixing import CutMix
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
 
 
 @dataclass(frozen=True)
@@ -76,16 +75,6 @@ class DemoImageSource:
         return render_object(self._background(rng, other), obj)
 
 
-def load_rgb(path: str, *, size: int) -> np.ndarray:
-    """uint8 (size, size, 3): the image at ``path`` resized (bilinear), so that images of any
-    size can share a batch; (width, height) of the file are not kept."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
-
-
 class FileImageSource:
     """Images from files (CUB, an image folder), drawn uniformly, resized to ``size`` and
     flipped horizontally with probability ``hflip_prob``. No object masks: PROVENANCE region."""
@@ -102,7 +91,7 @@ class FileImageSource:
 
     def draw(self, rng: np.random.Generator) -> SourceImage:
         i = int(rng.integers(0, len(self.paths)))
-        image = load_rgb(self.paths[i], size=self.size)
+        image = read_image(self.paths[i], size=self.size)
         if rng.uniform() < self.hflip_prob:
             image = np.ascontiguousarray(image[:, ::-1])
         return SourceImage(image=image, label=self.labels[i])

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from stal.errors import ConfigError, DataError
 from stal.guidance.penalty import GuidanceSpec
+from stal.io.images import read_image
 from stal.models import build_detector, load_pretrained
 from stal.objective import Objective
 
@@ -241,12 +242,12 @@ def build_image_eval_splits(cfg: CfgNode) -> dict:
         cub = CubDataset(root=cfg.IMAGE.ROOT, train=False, crop_size=size, mean=mean, std=std)
         root = os.path.join(cfg.IMAGE.ROOT, "images")
         return {"": images.WsolEvalDataset(
-            images=lambda i: images.load_rgb(os.path.join(root, cub.images[i].path), size=size),
+            images=lambda i: read_image(os.path.join(root, cub.images[i].path), size=size),
             labels=[im.label for im in cub.images], mean=mean, std=std,
             boxes=[gt_boxes_inclusive(cub[i]["boxes"].numpy()) for i in range(len(cub))])}
     classes, _, _ = images.read_image_folder(os.path.join(cfg.IMAGE.ROOT, "train"))
     _, paths, labels = images.read_image_folder(os.path.join(cfg.IMAGE.ROOT, "val"), classes=classes)
-    return {"": images.WsolEvalDataset(images=lambda i: images.load_rgb(paths[i], size=size), labels=labels,
+    return {"": images.WsolEvalDataset(images=lambda i: read_image(paths[i], size=size), labels=labels,
                                        boxes=[np.zeros((0, 4), np.int64)] * len(paths), mean=mean, std=std)}
 
 

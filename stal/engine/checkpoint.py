@@ -17,13 +17,11 @@ a tensor or a plain Python value, so loading uses ``torch.load(weights_only=True
 
 from __future__ import annotations
 
-import errno
 import glob
 import logging
 import os
 import random
 import re
-import tempfile
 
 import numpy as np
 import torch
@@ -31,13 +29,13 @@ import yaml
 from fvcore.common.config import CfgNode
 
 from stal.errors import ConfigError, StalError
+from stal.io.atomic import TMP_PREFIX, WriteError, atomic_open, failure_reason
 
 logger = logging.getLogger("stal")
 _PATTERN = re.compile(r"checkpoint_epoch_(\d{5})(?:_iter_(\d{8}))?\.pyth$")
 BEST_NAME = "checkpoint_best.pyth"
 _NUMPY_ARRAYS = [(getattr(np, "_core", None) or np.core).multiarray._reconstruct, np.ndarray, np.dtype,
                  type(np.dtype(np.uint32))]
-_TMP_PREFIX = ".tmp_"
 # Keys that change where or how often things are written, not the trained weights: a resumed
 # run may differ from the checkpoint's config in these without TRAIN.ALLOW_CONFIG_CHANGE.
 _RESUME_FREE = ("OUTPUT_DIR", "LOG_PERIOD", "NUM_GPUS", "TRAIN.ENABLE", "TRAIN.AUTO_RESUME",
@@ -57,36 +55,20 @@ def checkpoint_name(*, epoch: int, iteration: int | None = None) -> str:
 
 
 def atomic_torch_save(obj: object, path: str) -> None:
-    """``torch.save`` to ``path`` via a temporary file + fsync + rename; CheckpointError on failure."""
+    """``torch.save`` to ``path`` atomically (:func:`stal.io.atomic.atomic_open`); CheckpointError on failure."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".pyth", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a power loss
-        finally:
-            os.close(dir_fd)
-    except (OSError, RuntimeError) as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-        raise CheckpointError(f"cannot write checkpoint {path}: {'disk full: ' if full else ''}"
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+    except (WriteError, RuntimeError) as exc:  # torch.save reports some write failures as RuntimeError
+        reason = exc.reason if isinstance(exc, WriteError) else failure_reason(exc)
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}; "
                               f"the previous checkpoints in {directory} are unchanged") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def remove_stale_temporaries(directory: str) -> None:
     """Delete temporary files left by a save that was killed (SIGKILL, power loss)."""
-    for path in glob.glob(os.path.join(directory, _TMP_PREFIX + "*.pyth")):
+    for path in glob.glob(os.path.join(directory, TMP_PREFIX + "*")):
         os.unlink(path)
 
 

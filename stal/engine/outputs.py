@@ -13,17 +13,14 @@ import logging
 import math
 import os
 
+from stal.io.atomic import atomic_write_json, atomic_write_text
+
 logger = logging.getLogger("stal")
 
 
 def write_json(path: str, data: dict) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` atomically as indented JSON."""
+    atomic_write_json(path, data)
 
 
 def _truncate_jsonl(path: str, *, before_iteration: int) -> None:
@@ -39,10 +36,7 @@ def _truncate_jsonl(path: str, *, before_iteration: int) -> None:
                 continue  # the line a SIGKILL cut in half
             if record.get("iter", -1) < before_iteration:
                 kept.append(json.dumps(record) + "\n")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(kept))
 
 
 class RunLog:

@@ -32,6 +32,7 @@ from stal.engine.evaluate import evaluate_frame_map, evaluate_synthetic
 from stal.engine.outputs import RunLog, write_json
 from stal.engine.trainer import PreemptedError, Trainer
 from stal.errors import StalError
+from stal.io.atomic import WriteError, atomic_write_text
 
 logger = logging.getLogger("stal")
 # Epoch index of the held-out synthesized clips: never reached by training epochs.
@@ -42,12 +43,11 @@ def prepare_output_dir(cfg: CfgNode) -> None:
     """Create OUTPUT_DIR and dump the resolved config into it (fails early if not writable)."""
     try:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        tmp = os.path.join(cfg.OUTPUT_DIR, ".config.yaml.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(cfg.dump())
-        os.replace(tmp, os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+        atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
     except OSError as exc:
         raise StalError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r} cannot be written: {exc.strerror}") from None
+    except WriteError as exc:
+        raise StalError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r} cannot be written: {exc.reason}") from None
 
 
 def seed_everything(seed: int) -> None:

@@ -15,7 +15,6 @@ On-disk format (version 1, see docs/synthesis.md)::
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections import OrderedDict
@@ -25,11 +24,12 @@ import numpy as np
 from PIL import Image
 
 from stal.errors import DataError
+from stal.io.images import list_frames, read_image
+from stal.io.video import read_video_frames
 
 FORMAT = "stal.background_bank"
 VERSION = 1
 KINDS = ("video", "frames", "image")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -44,69 +44,6 @@ class CameraMotion:
     prob: float = 0.0
     pan: float = 0.1
     zoom: float = 0.1
-
-
-def read_image(path: str) -> np.ndarray:
-    """uint8 (H, W, 3) RGB; DataError naming ``path`` when it is missing or not an image."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
-
-
-def list_frames(directory: str) -> list[str]:
-    """Image files of a frame folder in name order; DataError when there are none."""
-    files = sorted(f for f in glob.glob(os.path.join(directory, "*")) if f.lower().endswith(IMAGE_EXTENSIONS))
-    if not files:
-        raise DataError(f"frame folder {directory} has no {'/'.join(IMAGE_EXTENSIONS)} images")
-    return files
-
-
-def video_num_frames(path: str) -> int:
-    """Number of decodable frames of a video (decoding it once with PyAV)."""
-    from stal.data.video_io import decode_with_times
-
-    return sum(1 for _ in decode_with_times(path))
-
-
-def read_video_frames(path: str, indices: np.ndarray, *, backend: str = "auto") -> np.ndarray:
-    """uint8 (len(indices), H, W, 3) frames at sorted 0-based ``indices`` (decoded order).
-
-    backend: "decord" (random access), "pyav" (decodes from the start up to the last
-    index) or "auto" (decord when importable). Unreadable or too short videos raise
-    DataError naming the file.
-    """
-    if not os.path.isfile(path):
-        raise DataError(f"video not found: {path}")
-    if backend in ("auto", "decord"):
-        try:
-            import decord
-        except ImportError:
-            if backend == "decord":
-                raise DataError("decord is not installed (pip install decord==0.6.0, x86_64 only)") from None
-        else:
-            try:
-                reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-                if int(indices.max()) >= len(reader):
-                    raise DataError(f"{path}: has {len(reader)} frames, frame {int(indices.max())} was asked for")
-                return reader.get_batch([int(i) for i in indices]).asnumpy()
-            except DataError:
-                raise
-            except Exception as exc:  # decord raises its own DECORDError / RuntimeError types
-                raise DataError(f"cannot decode video {path}: {exc}") from None
-    from stal.data.video_io import decode_with_times
-
-    wanted, out, i = set(int(i) for i in indices), {}, -1
-    for i, (_, frame) in enumerate(decode_with_times(path)):
-        if i in wanted:
-            out[i] = frame
-        if i >= int(indices.max()):
-            break
-    if len(out) < len(wanted):
-        raise DataError(f"{path}: has {i + 1} decodable frames, "
-                        f"frame {int(indices.max())} was asked for")
-    return np.stack([out[int(i)] for i in indices])
 
 
 def read_bank_index(path: str) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stal.io.video import decode_with_times
 from stal.errors import DataError
 
 
@@ -187,8 +188,6 @@ def cut_tubes(frames: np.ndarray, labels: np.ndarray, tracks: list[list[tuple[in
 
 
 def _frames(path: str, stride: int) -> Iterator[np.ndarray]:
-    from stal.data.video_io import decode_with_times
-
     shape = None
     for i, (_, frame) in enumerate(decode_with_times(path)):
         if shape is None:

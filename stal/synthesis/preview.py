@@ -13,6 +13,7 @@ import zipfile
 import numpy as np
 from PIL import Image, ImageDraw
 
+from stal.io.atomic import atomic_write_bytes
 from stal.structures import Sample
 
 # Source colours of the provenance overlay (source k uses _PALETTE[(k - 1) % len]).
@@ -45,14 +46,7 @@ def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, data.getvalue())
-    _atomic_write(path, buf.getvalue())
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def overlay_frame(arrays: dict[str, np.ndarray], t: int, *, boxes: bool = True) -> Image.Image:
@@ -93,7 +87,7 @@ def write_preview(directory: str, index: int, sample: Sample) -> list[str]:
     write_npz(stem + ".npz", arrays)
     buf = io.BytesIO()
     contact_sheet(arrays).save(buf, format="PNG")
-    _atomic_write(stem + ".png", buf.getvalue())
+    atomic_write_bytes(stem + ".png", buf.getvalue())
     T, H, W = arrays["ids"].shape
     frames = []
     for t in range(T):
@@ -103,5 +97,5 @@ def write_preview(directory: str, index: int, sample: Sample) -> list[str]:
         frames.append(both)
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=125, loop=0)
-    _atomic_write(stem + ".gif", buf.getvalue())
+    atomic_write_bytes(stem + ".gif", buf.getvalue())
     return [stem + ext for ext in (".npz", ".png", ".gif")]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stal.errors import DataError
+from stal.io.atomic import atomic_write_bytes
 
 FORMAT = "stal.tube_bank"
 VERSION = 1
@@ -74,13 +75,6 @@ def validate_tube(rgb: np.ndarray, alpha: np.ndarray, where: str) -> None:
                         f"frames {rgb.shape[:3]} (expected equal (T, h, w))")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0 or rgb.shape[2] == 0 or not alpha.any():
         raise DataError(f"{where}: empty tube (no frame has a pixel with alpha > 0)")
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 class LRUCache:
@@ -208,7 +202,7 @@ class TubeBankWriter:
         boxes = alpha_boxes(alpha > 0)
         buf = io.BytesIO()
         np.savez_compressed(buf, rgb=rgb, alpha=alpha, boxes=boxes)
-        _atomic_write_bytes(os.path.join(self.root, name), buf.getvalue())
+        atomic_write_bytes(os.path.join(self.root, name), buf.getvalue())
         heights = (boxes[:, 3] - boxes[:, 1]) * rgb.shape[1]
         self._pending.append({"file": name, "frames": int(rgb.shape[0]), "height": int(rgb.shape[1]),
                               "width": int(rgb.shape[2]), "labels": [int(x) for x in labels],
@@ -221,7 +215,7 @@ class TubeBankWriter:
         if key not in self.index["done"]:
             self.index["done"].append(key)
         text = json.dumps(self.index, indent=1, sort_keys=True)
-        _atomic_write_bytes(self.index_path, text.encode("utf-8"))
+        atomic_write_bytes(self.index_path, text.encode("utf-8"))
 
 
 class MemoryTubeBank:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from stal.errors import DataError
-from stal.synthesis.backgrounds import read_image
+from stal.io.images import read_image
 from stal.synthesis.extraction import SubtractionSpec, extract_tubes
 
 Inputs = Iterator[tuple[str, Iterator[dict]]]

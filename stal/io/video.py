@@ -1,7 +1,7 @@
 """Video decoding with PyAV (no ffmpeg binary needed) and frame extraction at a fixed rate.
 
 Two ways to get clips: extract JPEG frames once (:func:`frames_at_fps`, used by
-``data_prep/extract_frames.py``) and read them with :func:`read_frame_files`, or read clips
+``data_prep/extract_frames.py``) and read them with :func:`stal.io.images.read_frame_files`, or read clips
 straight from the videos with :func:`read_clip_pyav` / :func:`read_clip_decord`
 (``tools/bench_decode.py`` measures the three). Frames are uint8 (H, W, 3) RGB.
 
@@ -14,6 +14,7 @@ frame i (0-based) shows the decoded frame whose presentation time is nearest to
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -171,15 +172,43 @@ def read_clip_decord(path: str, *, indices: Sequence[int]) -> np.ndarray:
     return reader.get_batch(list(indices)).asnumpy()
 
 
-def read_frame_files(paths: Sequence[str]) -> np.ndarray:
-    """uint8 (T, H, W, 3) RGB from image files; an unreadable file is a DataError naming it."""
-    from PIL import Image
+def video_num_frames(path: str) -> int:
+    """Number of decodable frames of a video (decoding it once with PyAV)."""
+    return sum(1 for _ in decode_with_times(path))
 
-    frames = []
-    for path in paths:
+
+def read_video_frames(path: str, indices: np.ndarray, *, backend: str = "auto") -> np.ndarray:
+    """uint8 (len(indices), H, W, 3) frames at sorted 0-based ``indices`` (decoded order).
+
+    backend: "decord" (random access), "pyav" (decodes from the start up to the last
+    index) or "auto" (decord when importable). Unreadable or too short videos raise
+    DataError naming the file.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"video not found: {path}")
+    if backend in ("auto", "decord"):
         try:
-            with Image.open(path) as img:
-                frames.append(np.asarray(img.convert("RGB")))
-        except OSError as exc:
-            raise DataError(f"cannot read frame {path}: {exc}") from None
-    return np.stack(frames)
+            import decord
+        except ImportError:
+            if backend == "decord":
+                raise DataError("decord is not installed (pip install decord==0.6.0, x86_64 only)") from None
+        else:
+            try:
+                reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+                if int(indices.max()) >= len(reader):
+                    raise DataError(f"{path}: has {len(reader)} frames, frame {int(indices.max())} was asked for")
+                return reader.get_batch([int(i) for i in indices]).asnumpy()
+            except DataError:
+                raise
+            except Exception as exc:  # decord raises its own DECORDError / RuntimeError types
+                raise DataError(f"cannot decode video {path}: {exc}") from None
+    wanted, out, i = set(int(i) for i in indices), {}, -1
+    for i, (_, frame) in enumerate(decode_with_times(path)):
+        if i in wanted:
+            out[i] = frame
+        if i >= int(indices.max()):
+            break
+    if len(out) < len(wanted):
+        raise DataError(f"{path}: has {i + 1} decodable frames, "
+                        f"frame {int(indices.max())} was asked for")
+    return np.stack([out[int(i)] for i in indices])
