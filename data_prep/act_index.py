@@ -26,7 +26,7 @@ def run(argv: list[str] | None, *, doc: str, pickle: str, default_root: str, spl
     p.add_argument("--train-every", type=int, default=1, help="index every n-th annotated training frame")
     args = p.parse_args(argv)
     from stal.data.act import format_report, prepare_act_index
-    from stal.data.act_format import read_act_pickle
+    from stal.formats.act import read_act_pickle
 
     try:
         act = read_act_pickle(args.pkl or os.path.join(args.root, pickle))

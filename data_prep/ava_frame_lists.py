@@ -26,7 +26,7 @@ DEFAULT_SPLITS = ("train=ava_train_v2.2.csv", "val=ava_val_v2.2.csv")
 
 def split_videos(csv_path: str) -> list[str]:
     """Video ids of an AVA CSV in first-seen order."""
-    from stal.data.ava_format import read_ava_csv
+    from stal.formats.ava import read_ava_csv
 
     return list(dict.fromkeys(read_ava_csv(csv_path).video.tolist()))
 
@@ -34,7 +34,7 @@ def split_videos(csv_path: str) -> list[str]:
 def write_split(*, frame_dir: str, csv_path: str, out_path: str) -> tuple[int, list[str]]:
     """Write one frame list; returns (videos written, messages about the videos left out)."""
     from stal.data.ava import video_frame_files
-    from stal.data.ava_format import write_frame_list
+    from stal.formats.ava import write_frame_list
 
     rows, skipped = [], []
     for video in split_videos(csv_path):

@@ -81,7 +81,7 @@ def _entries(args: argparse.Namespace, path: str, number: int, ranges: dict) -> 
 
 def _act_ranges(args: argparse.Namespace) -> dict[str, list[tuple[int, int]]]:
     from stal.data.act import actor_free_ranges, check_index
-    from stal.data.ava_format import read_ava_csv
+    from stal.formats.ava import read_ava_csv
 
     paths = check_index(args.act_index, args.split, need=("frames", "train"))
     return actor_free_ranges(read_ava_csv(paths["train"]), frame_dir=paths["frames"], min_length=args.min_length)

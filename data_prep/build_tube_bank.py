@@ -75,7 +75,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], src.Inputs]:
             raise StalError("--coco needs --images DIR")
         return classes, src.coco_inputs(args.coco, args.images, classes)
     if args.ava_csv:
-        from stal.data.ava_format import read_labelmap
+        from stal.formats.ava import read_labelmap
 
         if not (args.frames and args.labelmap):
             raise StalError("--ava-csv needs --frames DIR and --labelmap FILE")
@@ -95,7 +95,7 @@ def _act_inputs(args: argparse.Namespace) -> tuple[list[str], src.Inputs]:
     """Box tubes of an ACT index's training split (frames ROOT/rgb-images/<video>/%05d.jpg, time =
     1-based frame number, so fps 1 and start 1)."""
     from stal.data.act import ACT_FRAME_TEMPLATE, check_index
-    from stal.data.ava_format import read_labelmap
+    from stal.formats.ava import read_labelmap
 
     paths = check_index(args.act_index, args.split, need=("frames", "train", "labelmap"))
     names = read_labelmap(paths["labelmap"])

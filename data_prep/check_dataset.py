@@ -73,7 +73,7 @@ def _seven_column_lines(path: str) -> list[int]:
 
 def check_csv(report: Report, path: str, *, labelmap: dict[int, str] | None, required: bool):
     """Parse one AVA CSV into the report; returns the table, or None when unusable."""
-    from stal.data.ava_format import read_ava_csv
+    from stal.formats.ava import read_ava_csv
 
     if not os.path.isfile(path):
         (report.errors if required else report.warnings).append(f"{path}: file not found")
@@ -100,7 +100,7 @@ def check_csv(report: Report, path: str, *, labelmap: dict[int, str] | None, req
 
 
 def check_ava(root: str, *, fps: int, start: int, decode: str, csvs: list[str], labelmap_name: str) -> Report:
-    from stal.data.ava_format import read_labelmap
+    from stal.formats.ava import read_labelmap
 
     report = Report()
     ann, frames = os.path.join(root, "annotations"), os.path.join(root, "frames")
@@ -155,7 +155,7 @@ def _check_keyframes(report: Report, frames: str, keyframes: set, counts: dict[s
 
 
 def _check_frame_lists(report: Report, folder: str, counts: dict[str, int]) -> None:
-    from stal.data.ava_format import read_frame_list
+    from stal.formats.ava import read_frame_list
 
     for name in ("train.csv", "val.csv"):
         path = os.path.join(folder, name)
@@ -174,7 +174,7 @@ def _check_frame_lists(report: Report, folder: str, counts: dict[str, int]) -> N
 
 def check_act(root: str, *, split: int, tool: str) -> Report:
     from stal.data.act import ACT_FRAME_TEMPLATE, index_paths
-    from stal.data.ava_format import read_labelmap
+    from stal.formats.ava import read_labelmap
 
     report, paths = Report(), index_paths(root, split)
     missing = [paths[k] for k in ("frames", "train", "test", "labelmap") if not os.path.exists(paths[k])]

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_cfg(args.cfg_file, args.opts)
         import numpy as np
-        from stal.data.ava_format import read_ava_csv
+        from stal.formats.ava import read_ava_csv
         from stal.engine.builders import demo_data
 
         paths = demo_data(cfg)

@@ -174,7 +174,7 @@ def convert(*, videos_dir: str, box_file: str, out: str, pixels: bool = True, fp
 
 
 def _write_annotations(folder: str, rows: list[BoxRow], boxes: np.ndarray, *, val: set[str]) -> None:
-    from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
+    from stal.formats.ava import AvaTable, write_ava_csv, write_labelmap
     from stal.io.atomic import atomic_write_text
 
     os.makedirs(folder, exist_ok=True)
@@ -219,7 +219,7 @@ def _unique_boxes(table):
 
 def _write_frame_lists(out: str, videos: set[str], val: set[str]) -> None:
     from stal.data.ava import video_frame_files
-    from stal.data.ava_format import write_frame_list
+    from stal.formats.ava import write_frame_list
 
     frames = os.path.join(out, "frames")
     os.makedirs(os.path.join(out, "frame_lists"), exist_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stal.data.ava_format import (
+from stal.formats.ava import (
     AvaFormatError,
     AvaTable,
     frame_key,
@@ -256,7 +256,7 @@ def test_table_checks_lengths() -> None:
 
 
 def test_frame_list_round_trip_and_errors(tmp_path):
-    from stal.data.ava_format import read_frame_list, write_frame_list
+    from stal.formats.ava import read_frame_list, write_frame_list
 
     path = tmp_path / "train.csv"
     write_frame_list(path, [("vidA", ["vidA/vidA_000001.jpg", "vidA/vidA_000002.jpg"]), ("vidB", ["vidB/vidB_000001.jpg"])])

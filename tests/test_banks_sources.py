@@ -52,7 +52,7 @@ def test_coco_polygons(tmp_path):
 @pytest.mark.parametrize("feather", [0, 3])
 def test_ava_boxes_become_box_tubes_with_multi_labels(tmp_path, feather):
     import build_tube_bank
-    from stal.data.ava_format import write_labelmap
+    from stal.formats.ava import write_labelmap
 
     frames = tmp_path / "frames" / "vid1"
     frames.mkdir(parents=True)

@@ -8,8 +8,8 @@ import jhmdb_from_act
 import ucf24_from_act
 from _data_fixtures import grey, write_jpegs
 from stal.data.act import act_keyframe_dataset, index_paths
-from stal.data.act_format import ActAnnotations, write_act_pickle
-from stal.data.ava_format import read_ava_csv, read_labelmap
+from stal.formats.act import ActAnnotations, write_act_pickle
+from stal.formats.ava import read_ava_csv, read_labelmap
 
 MEAN, STD = [0.0] * 3, [1.0] * 3
 

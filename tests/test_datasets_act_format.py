@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from stal.data.act_format import ActAnnotations, ActFormatError, read_act_pickle, write_act_pickle
+from stal.formats.act import ActAnnotations, ActFormatError, read_act_pickle, write_act_pickle
 
 
 def _annotations() -> ActAnnotations:

@@ -15,7 +15,7 @@ import train_net
 import videos_to_ava
 from _data_fixtures import grey, write_video
 from stal.data.ava import AvaKeyframeDataset
-from stal.data.ava_format import read_ava_csv, read_box_list, read_frame_list, read_labelmap
+from stal.formats.ava import read_ava_csv, read_box_list, read_frame_list, read_labelmap
 from stal.errors import DataError
 
 MEAN, STD = [0.0] * 3, [1.0] * 3

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stal.data.act_format import ActAnnotations, write_act_pickle
+from stal.formats.act import ActAnnotations, write_act_pickle
 from stal.errors import DataError
 from stal.evaluation import act_map
 

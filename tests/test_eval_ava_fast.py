@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
+from stal.formats.ava import AvaTable, write_ava_csv, write_labelmap
 from stal.errors import DataError
 from stal.evaluation import ava_frame_map, ava_frame_map_files
-from stal.evaluation import fast_csv
+from stal.formats import ava_csv as fast_csv
 from stal.evaluation import frame_map as fm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

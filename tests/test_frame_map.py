@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
+from stal.formats.ava import AvaTable, write_ava_csv, write_labelmap
 from stal.evaluation import ava_frame_map, ava_frame_map_files, voc_average_precision
 from stal.evaluation import frame_map as frame_map_module
 

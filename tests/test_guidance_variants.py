@@ -493,7 +493,7 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(mode, tmp_path)
 def test_ava_items_have_box_source_masks(tiny_demo):
     """Real footage has no provenance: each ROI's source is its box over all frames."""
     from stal.data.ava import AvaKeyframeDataset
-    from stal.data.ava_format import read_ava_csv
+    from stal.formats.ava import read_ava_csv
     from stal.data.synthetic import collate_train
 
     paths, kwargs = tiny_demo

@@ -122,7 +122,7 @@ _LOOP = """
 import json, sys
 sys.path.insert(0, {tests!r})
 from ava_loop_reference import reference_frame_map_files
-from stal.data.ava_format import read_excluded, read_labelmap
+from stal.formats.ava import read_excluded, read_labelmap
 r = reference_frame_map_files({gt!r}, {det!r}, read_labelmap({lm!r}), read_excluded({ex!r}))
 print(json.dumps(r))
 """

@@ -118,7 +118,7 @@ def _nan(value) -> bool:
 
 
 def evaluate_ava(args: argparse.Namespace) -> tuple[dict, dict]:
-    from stal.data.ava_format import read_labelmap
+    from stal.formats.ava import read_labelmap
     from stal.evaluation.frame_map import ava_frame_map_files
 
     names = read_labelmap(args.labelmap)

@@ -1,7 +1,7 @@
 """UCF101-24 and JHMDB-21 per-frame datasets from the ACT ground truth.
 
 Preparation (``data_prep/ucf24_from_act.py``, ``data_prep/jhmdb_from_act.py``) reads the ACT
-pickle (:mod:`stal.data.act_format`) and writes an index in the AVA CSV format under
+pickle (:mod:`stal.formats.act`) and writes an index in the AVA CSV format under
 ``<root>/index/``, so one reader, one dataset class and one evaluator serve all datasets:
 
 * ``{train,test}_split<k>.csv``: one row per tube box per annotated frame:
@@ -25,9 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
-from stal.data.act_format import ActAnnotations
+from stal.formats.act import ActAnnotations
 from stal.data.ava import AvaKeyframeDataset
-from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
+from stal.formats.ava import AvaTable, write_ava_csv, write_labelmap
 from stal.errors import DataError
 from stal.io.images import list_frames
 

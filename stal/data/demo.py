@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from stal.data.ava_format import AvaTable, write_ava_csv, write_labelmap
+from stal.formats.ava import AvaTable, write_ava_csv, write_labelmap
 from stal.data.demo_render import ACTIONS, SCENES, TUBE_H, TUBE_W, render_actor, render_scene
 from stal.io.atomic import atomic_open
 from stal.structures import Sample

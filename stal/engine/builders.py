@@ -135,7 +135,7 @@ def _act_paths(cfg: CfgNode, name: str) -> dict[str, str]:
 def _act_dataset(cfg: CfgNode, name: str, *, train: bool):
     """Per-frame dataset of UCF101-24 / JHMDB: training ground truth, or the test boxes unlabelled."""
     from stal.data.act import act_keyframe_dataset
-    from stal.data.ava_format import read_ava_csv
+    from stal.formats.ava import read_ava_csv
 
     paths = _act_paths(cfg, name)
     return act_keyframe_dataset(
@@ -145,7 +145,7 @@ def _act_dataset(cfg: CfgNode, name: str, *, train: bool):
 
 
 def _act_test_split(cfg: CfgNode, name: str) -> dict:
-    from stal.data.ava_format import read_ava_csv, read_labelmap
+    from stal.formats.ava import read_ava_csv, read_labelmap
 
     paths = _act_paths(cfg, name)
     return {"dataset": _act_dataset(cfg, name, train=False), "gt": read_ava_csv(paths["test"]),
@@ -155,7 +155,7 @@ def _act_test_split(cfg: CfgNode, name: str) -> dict:
 def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score_thresh: float):
     import numpy as np
     from stal.data.ava import AvaKeyframeDataset
-    from stal.data.ava_format import AvaTable, read_box_list, read_excluded
+    from stal.formats.ava import AvaTable, read_box_list, read_excluded
 
     if with_labels and cfg.TRAIN.DATASET in _ACT_DATASETS:
         return _act_dataset(cfg, cfg.TRAIN.DATASET, train=True)
@@ -331,7 +331,7 @@ def build_precision(cfg: CfgNode, *, device: torch.device) -> tuple[torch.dtype 
 def build_test_split(cfg: CfgNode) -> dict:
     """The evaluated split: keyframe dataset over person boxes, ground truth, label map, exclusions."""
     from stal.data.ava import AvaKeyframeDataset
-    from stal.data.ava_format import read_ava_csv, read_excluded, read_labelmap
+    from stal.formats.ava import read_ava_csv, read_excluded, read_labelmap
 
     if cfg.TEST.DATASET == "demo":
         paths = demo_data(cfg)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from stal.data.ava import collate_eval
-from stal.data.ava_format import AvaTable
+from stal.formats.ava import AvaTable
 from stal.evaluation.frame_map import ava_frame_map
 from stal.engine.distributed import DistContext, gather_objects
 from stal.engine.trainer import to_device

@@ -297,7 +297,7 @@ def test(cfg: CfgNode, model: torch.nn.Module, *, out_dir: str | None, ctx: Dist
     With ``out_dir`` the detections are written there as ``detections.csv`` (AVA format; rank 0).
     Collective with ``ctx``: every rank evaluates its share of the clips.
     """
-    from stal.data.ava_format import write_ava_csv
+    from stal.formats.ava import write_ava_csv
 
     if cfg.TEST.DATASET in builders.IMAGE_DATASETS:  # one-frame clips: CAM localization metrics
         from stal.engine.evaluate_wsol import evaluate_wsol

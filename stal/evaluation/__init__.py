@@ -1,7 +1,7 @@
 """Evaluation metrics (docs/evaluation.md).
 
 * :mod:`stal.evaluation.frame_map`: AVA frame-mAP, official semantics, streaming and vectorised
-  (CSV reader in :mod:`stal.evaluation.fast_csv`).
+  (CSV reader in :mod:`stal.formats.ava_csv`).
 * :mod:`stal.evaluation.act_map`: UCF101-24 / JHMDB frame-mAP and video-mAP (ACT; YOWO variant).
 * :mod:`stal.evaluation.wsol`: MaxBoxAccV2, GT-known / Top-1 Loc, PxAP.
 * :mod:`stal.evaluation.attribution`: input-gradient diagnostics.

@@ -43,7 +43,9 @@ from typing import Optional
 import numpy as np
 
 from stal.errors import DataError
-from stal.evaluation.fast_csv import PathLike
+from stal.evaluation.frame_map import voc_average_precision
+from stal.formats.act import read_act_pickle
+from stal.formats.ava_csv import PathLike, iter_lines, sniff_columns
 
 VIDEO_THRESHOLDS = (0.2, 0.5, 0.75)
 _DET_LAYOUT = "video,frame,x1,y1,x2,y2,label,score"
@@ -120,7 +122,7 @@ def act_frame_map(annotations, detections: FrameDetections, *, split: int = 1, p
     """Frame-mAP over the test videos of ``split``.
 
     Args:
-        annotations: :class:`stal.data.act_format.ActAnnotations` (labels, gttubes, splits).
+        annotations: :class:`stal.formats.act.ActAnnotations` (labels, gttubes, splits).
         detections: per-frame detections (videos outside the test split are ignored).
         protocol: "act" (fall-back matching, trapezoid AP) or "yowo" (VOC, module doc).
 
@@ -130,7 +132,6 @@ def act_frame_map(annotations, detections: FrameDetections, *, split: int = 1, p
     """
     if protocol not in ("act", "yowo"):
         raise ValueError(f"protocol must be 'act' or 'yowo', got {protocol!r}")
-    from stal.evaluation.frame_map import voc_average_precision
 
     test_videos = annotations.videos(split=split, train=False)
     in_test = np.isin(detections.video, [i for i, v in enumerate(detections.videos) if v in set(test_videos)])
@@ -351,9 +352,7 @@ def _video_ap(annotations, videos: list[str], tubes: list, label: int, threshold
 
 def read_frame_detections(path: PathLike, *, num_labels: int) -> FrameDetections:
     """Read a per-frame detection CSV (module doc); DataError with file and line if bad."""
-    from stal.evaluation.fast_csv import _iter_lines, _sniff_columns
-
-    if _sniff_columns(path) is None:
+    if sniff_columns(path) is None:
         return FrameDetections([], *(np.empty(0, np.int64),) * 2, np.empty((0, 4)), np.empty(0, np.int64), np.empty(0))
     columnar = _read_columnar(path, num_labels=num_labels)
     if columnar is not None:
@@ -361,7 +360,7 @@ def read_frame_detections(path: PathLike, *, num_labels: int) -> FrameDetections
     # The line parser names the first bad line (or reads what pyarrow would not).
     videos: dict[str, int] = {}
     rows = []
-    for lineno, line in _iter_lines(path):
+    for lineno, line in iter_lines(path):
         rows.append(_parse_det_row(path, lineno, line, num_labels, videos))
     video, frame, x1, y1, x2, y2, label, score = (np.array(c) for c in zip(*rows))
     return FrameDetections(list(videos), video.astype(np.int64), frame.astype(np.int64),
@@ -435,8 +434,6 @@ def _parse_det_row(path, lineno: int, line: str, num_labels: int, videos: dict) 
 def act_evaluate_files(gt_pkl: PathLike, det_csv: PathLike, *, split: int = 1, protocol: str = "act",
                        iou_threshold: float = 0.5, video_map: bool = False) -> dict:
     """Frame-mAP (and video-mAP) from an ACT pickle and a per-frame detection CSV."""
-    from stal.data.act_format import read_act_pickle
-
     annotations = read_act_pickle(gt_pkl)
     detections = read_frame_detections(det_csv, num_labels=len(annotations.labels))
     result = act_frame_map(annotations, detections, split=split, protocol=protocol,

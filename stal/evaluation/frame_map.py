@@ -58,7 +58,8 @@ from typing import Iterable, Optional
 import numpy as np
 
 from stal.errors import DataError
-from stal.evaluation.fast_csv import BoxBatch, PathLike, VideoVocab, iter_box_csv, line_of_row, prefetch
+from stal.formats.ava import read_excluded, read_labelmap
+from stal.formats.ava_csv import BoxBatch, PathLike, VideoVocab, iter_box_csv, line_of_row, prefetch
 
 # Number of (detection, ground truth) pairs expanded at once: bounds memory at about
 # 20 float64 arrays of this length whatever the number of rows.
@@ -85,7 +86,7 @@ def ava_frame_map(
     """AVA frame-mAP of in-memory tables (module doc for the semantics).
 
     Args:
-        gt: :class:`stal.data.ava_format.AvaTable` of ground truth (``extra`` = person
+        gt: :class:`stal.formats.ava.AvaTable` of ground truth (``extra`` = person
             id, unused); boxes normalized ``x1, y1, x2, y2``.
         det: AvaTable of detections (``extra`` = score, finite); same boxes.
         labelmap: ``{class_id: name}``; only these classes are evaluated (ids >= 1).
@@ -150,8 +151,6 @@ def ava_frame_map_files(
     Raises:
         stal.errors.DataError naming the file and line for a missing or malformed file.
     """
-    from stal.data.ava_format import read_excluded, read_labelmap
-
     labelmap = read_labelmap(labelmap_pbtxt)
     vocab = VideoVocab()
     gt = BoxBatch.concatenate(list(iter_box_csv(gt_csv, vocab=vocab)))

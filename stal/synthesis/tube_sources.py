@@ -167,7 +167,7 @@ def box_tube_inputs(csv_path: str, frame_dir: str, *, frame_template: str, fps: 
     ACT index: ``{video}/{number:05d}.jpg``, 1, 1). Boxes are normalized x1, y1, x2, y2.
     ``kind`` names the input in the bank (``<kind>_boxes``) and in its resume keys.
     """
-    from stal.data.ava_format import read_ava_csv
+    from stal.formats.ava import read_ava_csv
 
     table = read_ava_csv(csv_path)
     people = _person_times(table)

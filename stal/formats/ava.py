@@ -31,8 +31,6 @@ Choices made here (the official readers are plain ``csv.reader`` loops):
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -41,6 +39,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from stal.errors import DataError
+from stal.formats.ava_csv import (AvaFormatError, VideoVocab, boxes_valid, parse_int_field, read_box_csv,
+                                   valid_video_id)
 from stal.io.atomic import atomic_write_text
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -48,11 +48,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 CSV_COLUMNS: tuple[str, ...] = (
     "video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "person_id_or_score",
 )
-_CSV_LAYOUT = ",".join(CSV_COLUMNS)
-
-
-class AvaFormatError(DataError):
-    """An AVA file is malformed; the message names the file, the line and what was expected."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -180,10 +175,6 @@ def _read_text(path: PathLike) -> str:
 # ----------------------------------------------------------------------------------------
 
 
-class _FastPathFailed(Exception):
-    """The vectorised parse met something it does not handle; the line-by-line pass decides."""
-
-
 def read_ava_csv(path: PathLike, *, float_dtype: type = np.float32) -> AvaTable:
     """Read an AVA box CSV (ground truth, detections or person-detector boxes).
 
@@ -203,191 +194,12 @@ def read_ava_csv(path: PathLike, *, float_dtype: type = np.float32) -> AvaTable:
             x2 < x1 or y2 < y1, or a non-finite last column.  The message names the
             file and the 1-based line number.
     """
-    text = _read_text(path)
-    lines = text.split("\n")
-    try:
-        return _parse_csv_fast(lines, float_dtype)
-    except _FastPathFailed:
-        # The slow pass re-reads every line with full checks: it either raises an error
-        # that names the offending line or (for layouts the fast path skips, such as
-        # blank lines or mixed 7/8-column rows) returns the table.
-        return _parse_csv_slow(path, lines, float_dtype)
-
-
-def _parse_csv_fast(lines: list[str], float_dtype: type) -> AvaTable:
-    """Vectorised parse of well-formed files; raises _FastPathFailed on anything unusual."""
-    while lines and lines[-1] == "":
-        lines = lines[:-1]
-    n = len(lines)
-    if n == 0:
+    vocab = VideoVocab()
+    batch = read_box_csv(path, vocab=vocab)
+    if not len(batch):
         return AvaTable.empty(float_dtype)
-    if "" in lines:
-        raise _FastPathFailed
-    comma_counts = set(map(str.count, lines, itertools.repeat(",", n)))
-    if len(comma_counts) != 1:
-        raise _FastPathFailed
-    num_columns = comma_counts.pop() + 1
-    if num_columns not in (7, 8):
-        raise _FastPathFailed
-    fields = ",".join(lines).split(",")
-    for column in range(1, num_columns):
-        # Python's int()/float() accept "1_000"; the CSV format does not.
-        if "_" in "".join(fields[column::num_columns]):
-            raise _FastPathFailed
-    try:
-        videos = fields[0::num_columns]
-        timestamps = np.fromiter(map(int, fields[1::num_columns]), dtype=np.int64, count=n)
-        coords = np.empty((n, 4), dtype=np.float64)
-        for j in range(4):
-            coords[:, j] = np.fromiter(map(float, fields[2 + j::num_columns]), np.float64, n)
-        action_fields = fields[6::num_columns]
-        try:
-            actions = np.fromiter(map(int, action_fields), np.int64, n)
-        except ValueError:  # empty action fields (person-detector CSVs) -> -1
-            actions = np.fromiter(map(_parse_action_loose, action_fields), np.int64, n)
-        if num_columns == 8:
-            extra = np.fromiter(map(float, fields[7::8]), dtype=np.float64, count=n)
-        else:
-            extra = np.ones(n, dtype=np.float64)
-    except (ValueError, OverflowError):
-        raise _FastPathFailed from None
-    if not all(_valid_video_id(v) for v in set(videos)):
-        raise _FastPathFailed
-    if (timestamps < 0).any() or not _boxes_valid(coords).all() or not np.isfinite(extra).all():
-        raise _FastPathFailed
-    return AvaTable(
-        video=np.array(videos, dtype=object),
-        timestamp=timestamps,
-        boxes=coords.astype(float_dtype),
-        action=actions,
-        extra=extra.astype(float_dtype),
-    )
-
-
-def _parse_action_loose(field: str) -> int:
-    """Action id, -1 for an empty field (fast path; the slow path explains failures)."""
-    return int(field) if field.strip() else -1
-
-
-def _valid_video_id(video: str) -> bool:
-    return bool(video) and video == video.strip()
-
-
-def _boxes_valid(coords: np.ndarray) -> np.ndarray:
-    """(N,) bool: all coordinates in [0, 1] (NaN fails) and x1 <= x2, y1 <= y2."""
-    inside = ((coords >= 0.0) & (coords <= 1.0)).all(axis=1)
-    ordered = (coords[:, 0] <= coords[:, 2]) & (coords[:, 1] <= coords[:, 3])
-    return inside & ordered
-
-
-def _parse_csv_slow(path: PathLike, lines: list[str], float_dtype: type) -> AvaTable:
-    """Line-by-line parse with full checks; the first bad line raises AvaFormatError."""
-    videos: list[str] = []
-    timestamps: list[int] = []
-    coords: list[tuple[float, float, float, float]] = []
-    actions: list[int] = []
-    extras: list[float] = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        video, timestamp, box, action, extra = _parse_csv_row(path, lineno, line)
-        videos.append(video)
-        timestamps.append(timestamp)
-        coords.append(box)
-        actions.append(action)
-        extras.append(extra)
-    if not videos:
-        return AvaTable.empty(float_dtype)
-    return AvaTable(
-        video=np.array(videos, dtype=object),
-        timestamp=np.array(timestamps, dtype=np.int64),
-        boxes=np.array(coords, dtype=np.float64).astype(float_dtype),
-        action=np.array(actions, dtype=np.int64),
-        extra=np.array(extras, dtype=np.float64).astype(float_dtype),
-    )
-
-
-def _parse_csv_row(
-    path: PathLike, lineno: int, line: str
-) -> tuple[str, int, tuple[float, float, float, float], int, float]:
-    """One CSV row -> (video, timestamp, (x1, y1, x2, y2), action, extra)."""
-    fields = line.split(",")
-    if len(fields) not in (7, 8):
-        raise AvaFormatError(
-            f"{path}:{lineno}: expected 8 columns ({_CSV_LAYOUT}) or 7 (without the last), "
-            f"got {len(fields)}"
-        )
-    video = fields[0]
-    if not _valid_video_id(video):
-        raise AvaFormatError(
-            f"{path}:{lineno}: column 1 (video_id): expected a non-empty id without "
-            f"surrounding spaces, got {video!r}"
-        )
-    timestamp = _parse_int_field(fields[1])
-    if timestamp is None or timestamp < 0:
-        looks_like_header = lineno == 1 and not any(ch.isdigit() for ch in fields[1])
-        hint = " (AVA CSV files have no header row)" if looks_like_header else ""
-        raise AvaFormatError(
-            f"{path}:{lineno}: column 2 (timestamp): expected a non-negative integer "
-            f"number of seconds, got {fields[1]!r}{hint}"
-        )
-    values = []
-    for j, name in enumerate(("x1", "y1", "x2", "y2")):
-        value = _parse_float_field(path, lineno, fields[2 + j], 3 + j, name)
-        if not 0.0 <= value <= 1.0:
-            raise AvaFormatError(
-                f"{path}:{lineno}: column {3 + j} ({name}): expected a normalized "
-                f"coordinate in [0, 1], got {fields[2 + j]!r}"
-            )
-        values.append(value)
-    x1, y1, x2, y2 = values
-    if x2 < x1 or y2 < y1:
-        raise AvaFormatError(
-            f"{path}:{lineno}: expected x1 <= x2 and y1 <= y2, got box "
-            f"({x1}, {y1}, {x2}, {y2})"
-        )
-    if fields[6].strip():
-        action = _parse_int_field(fields[6])
-        if action is None:
-            raise AvaFormatError(
-                f"{path}:{lineno}: column 7 (action_id): expected an integer or an empty "
-                f"field, got {fields[6]!r}"
-            )
-    else:
-        action = -1
-    if len(fields) == 8:
-        extra = _parse_float_field(path, lineno, fields[7], 8, "person_id_or_score")
-        if not math.isfinite(extra):
-            raise AvaFormatError(
-                f"{path}:{lineno}: column 8 (person_id_or_score): expected a finite "
-                f"number, got {fields[7]!r}"
-            )
-    else:
-        extra = 1.0
-    return video, timestamp, (x1, y1, x2, y2), action, extra
-
-
-def _parse_int_field(field: str) -> int | None:
-    """int(field), or None when it is not a plain integer that fits int64 (the caller
-    words the error)."""
-    if "_" in field:
-        return None
-    try:
-        value = int(field)
-    except ValueError:
-        return None
-    return value if -(2**63) <= value < 2**63 else None
-
-
-def _parse_float_field(path: PathLike, lineno: int, field: str, column: int, name: str) -> float:
-    if "_" not in field:
-        try:
-            return float(field)
-        except ValueError:
-            pass
-    raise AvaFormatError(
-        f"{path}:{lineno}: column {column} ({name}): expected a number, got {field!r}"
-    )
+    return AvaTable(video=np.array(vocab.names, dtype=object)[batch.video], timestamp=batch.timestamp,
+                    boxes=batch.boxes.astype(float_dtype), action=batch.action, extra=batch.extra.astype(float_dtype))
 
 
 # ----------------------------------------------------------------------------------------
@@ -426,7 +238,7 @@ def write_ava_csv(
         if not isinstance(video, str) or "," in video or "\n" in video or not video:
             raise ValueError(f"video id {video!r} cannot be written to a CSV row")
     # Refuse to write a file that read_ava_csv would reject.
-    bad = np.flatnonzero(~_boxes_valid(table.boxes.astype(np.float64)))
+    bad = np.flatnonzero(~boxes_valid(table.boxes.astype(np.float64)))
     if len(bad):
         raise ValueError(
             f"row {bad[0]} has box {table.boxes[bad[0]].tolist()}: expected normalized "
@@ -474,12 +286,12 @@ def read_excluded(path: PathLike) -> set[tuple[str, int]]:
                 f"{path}:{lineno}: expected 2 columns (video_id,timestamp), got {len(fields)}"
             )
         video, timestamp_field = fields
-        if not _valid_video_id(video):
+        if not valid_video_id(video):
             raise AvaFormatError(
                 f"{path}:{lineno}: column 1 (video_id): expected a non-empty id without "
                 f"surrounding spaces, got {video!r}"
             )
-        timestamp = _parse_int_field(timestamp_field)
+        timestamp = parse_int_field(timestamp_field)
         if timestamp is None or timestamp < 0:
             raise AvaFormatError(
                 f"{path}:{lineno}: column 2 (timestamp): expected a non-negative integer "
@@ -679,7 +491,7 @@ def _proposal_rows(path: PathLike, key: object, value: object) -> AvaTable:
     if array is None or array.ndim != 2 or array.shape[1] != 5:
         raise AvaFormatError(f"{path}: [{key!r}] has shape {getattr(array, 'shape', None)}; expected (N, 5) "
                              f"rows x1, y1, x2, y2, score")
-    if len(array) and not _boxes_valid(array[:, :4]).all():
+    if len(array) and not boxes_valid(array[:, :4]).all():
         raise AvaFormatError(f"{path}: [{key!r}] has a box outside [0, 1] or with x2 < x1 / y2 < y1")
     n = len(array)
     return AvaTable(video=np.array([video] * n, dtype=object), timestamp=np.full(n, int(second), np.int64),
@@ -708,7 +520,7 @@ def write_frame_list(path: PathLike, videos: Sequence[tuple[str, Sequence[str]]]
     """
     lines = [FRAME_LIST_HEADER]
     for video_index, (video, paths) in enumerate(videos):
-        if not _valid_video_id(video) or " " in video:
+        if not valid_video_id(video) or " " in video:
             raise AvaFormatError(f"{path}: video id {video!r} cannot be written (empty or has spaces)")
         lines += [f'{video} {video_index} {i} {p} ""' for i, p in enumerate(paths)]
     atomic_write_text(path, "\n".join(lines) + "\n")

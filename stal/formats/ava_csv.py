@@ -1,4 +1,8 @@
-"""Columnar, streaming reader of AVA box CSVs for the evaluator (pyarrow).
+"""The AVA box CSV reader: columnar and streaming (pyarrow), with one row parser behind it.
+
+Every AVA box CSV stal reads goes through here: :func:`stal.formats.ava.read_ava_csv`
+(datasets, data preparation) and the evaluator (:mod:`stal.evaluation.frame_map`), so both
+accept and reject exactly the same files with the same messages.
 
 The AVA validation detection file of a SlowFast-style model holds about 69 million
 rows (one per person box and class).  Parsing it line by line in Python costs more than
@@ -7,8 +11,8 @@ Python string.  pyarrow's CSV reader converts whole columns in C++; the file is 
 line-aligned byte ranges (each parsed on all cores), so memory stays bounded whatever
 the file size.
 
-Format (see :mod:`stal.data.ava_format`): no header; ``video_id,timestamp,x1,y1,x2,y2,
-action_id[,score_or_person_id]``.  A file has 7 or 8 columns (7: the last column is
+Format (see :mod:`stal.formats.ava`): no header; ``video_id,timestamp,x1,y1,x2,y2,
+action_id[,person_id_or_score]``.  A file has 7 or 8 columns (7: the last column is
 taken as 1.0, as the official reader does); ``0902`` and ``902`` are the same
 timestamp; an empty action field reads as -1 (person-detector CSVs); blank lines are
 skipped.  Floats are parsed to float64 with correct rounding, i.e. to exactly the
@@ -30,13 +34,17 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from stal.data.ava_format import _parse_int_field  # the same plain-int64 rule as the row reader
 from stal.errors import DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+
+class AvaFormatError(DataError):
+    """A file does not follow the AVA format; the message names the file and the line."""
+
+
 _COLUMNS_8 = ("video", "timestamp", "x1", "y1", "x2", "y2", "action", "extra")
-_LAYOUT = "video_id,timestamp,x1,y1,x2,y2,action_id,score_or_person_id"
+_LAYOUT = "video_id,timestamp,x1,y1,x2,y2,action_id,person_id_or_score"
 # Bytes per pyarrow block: about 300k AVA rows; large enough to amortise the per-block
 # numpy work, small enough that the reader's buffers stay a few tens of MB.
 DEFAULT_BLOCK_BYTES = 16 << 20
@@ -128,7 +136,7 @@ def iter_box_csv(
     Raises:
         DataError: missing/unreadable file, or a bad row (file, line, what was expected).
     """
-    num_columns = _sniff_columns(path)
+    num_columns = sniff_columns(path)
     if num_columns is None:
         return
     if num_columns not in (7, 8) or os.path.getsize(path) < SMALL_FILE_BYTES:
@@ -213,7 +221,7 @@ def _convert_batch(record_batch, *, vocab: VideoVocab, first_row: int) -> Option
         return None
     video_column = columns[0]
     dictionary = video_column.dictionary.to_pylist()
-    if not all(_valid_video_id(v) for v in dictionary):
+    if not all(valid_video_id(v) for v in dictionary):
         return None
     codes = np.fromiter(map(vocab.code, dictionary), dtype=np.int32, count=len(dictionary))
     video = codes[video_column.indices.to_numpy(zero_copy_only=False)]
@@ -238,11 +246,20 @@ def _batch_ok(timestamp: np.ndarray, boxes: np.ndarray, extra: np.ndarray) -> bo
                 and np.isfinite(extra.min()) and np.isfinite(extra.max()))
 
 
-def _valid_video_id(video: str) -> bool:
+def boxes_valid(coords: np.ndarray) -> np.ndarray:
+    """(N,) bool: all coordinates in [0, 1] (NaN fails) and x1 <= x2, y1 <= y2."""
+    inside = ((coords >= 0.0) & (coords <= 1.0)).all(axis=1)
+    ordered = (coords[:, 0] <= coords[:, 2]) & (coords[:, 1] <= coords[:, 3])
+    return inside & ordered
+
+
+def valid_video_id(video: str) -> bool:
+    """Non-empty, no surrounding spaces, no byte-order mark (a leading one is stripped when
+    the file is decoded as utf-8-sig; anywhere else it would silently make a new video)."""
     return bool(video) and video == video.strip() and "\ufeff" not in video
 
 
-def _sniff_columns(path: PathLike) -> Optional[int]:
+def sniff_columns(path: PathLike) -> Optional[int]:
     """Columns of the first non-blank line, None for a file without data rows."""
     try:
         with open(path, "rb") as f:
@@ -320,7 +337,7 @@ def read_box_csv(path: PathLike, *, vocab: VideoVocab) -> BoxBatch:
 # ----------------------------------------------------------------------------------------
 
 
-def _iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
+def iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """(1-based line number, text) of the non-blank lines."""
     try:
         with open(path, "r", encoding="utf-8-sig", newline=None) as f:
@@ -333,7 +350,7 @@ def _iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
 
 def line_of_row(path: PathLike, row: int) -> int:
     """1-based line number of data row ``row`` (0-based, blank lines not counted)."""
-    for index, (lineno, _) in enumerate(_iter_lines(path)):
+    for index, (lineno, _) in enumerate(iter_lines(path)):
         if index == row:
             return lineno
     raise ValueError(f"{path} has no data row {row}")
@@ -342,7 +359,7 @@ def line_of_row(path: PathLike, row: int) -> int:
 def _iter_slow(path: PathLike, *, vocab: VideoVocab, start_row: int) -> Iterator[BoxBatch]:
     rows: list[tuple] = []
     first = start_row
-    for index, (lineno, line) in enumerate(_iter_lines(path)):
+    for index, (lineno, line) in enumerate(iter_lines(path)):
         if index < start_row:
             continue
         rows.append(parse_row(path, lineno, line))
@@ -360,44 +377,63 @@ def _rows_to_batch(rows: list[tuple], vocab: VideoVocab, first_row: int) -> BoxB
                     np.array(action, np.int64), np.array(extra, np.float64), first_row)
 
 
-def parse_row(path: PathLike, lineno: int, line: str) -> tuple:
-    """One CSV row -> (video, timestamp, (x1, y1, x2, y2), action, extra); DataError if bad."""
+def parse_row(path: PathLike, lineno: int, line: str) -> tuple[str, int, tuple[float, float, float, float], int, float]:
+    """One CSV row -> (video, timestamp, (x1, y1, x2, y2), action, extra); AvaFormatError if bad."""
     fields = line.split(",")
     where = f"{path}:{lineno}"
     if len(fields) not in (7, 8):
-        raise DataError(f"{where}: expected 8 columns ({_LAYOUT}) or 7, got {len(fields)}")
-    if not _valid_video_id(fields[0]):
-        raise DataError(f"{where}: column 1 (video_id): expected a non-empty id without "
-                        f"surrounding spaces, got {fields[0]!r}")
-    timestamp = _parse_int_field(fields[1])
+        raise AvaFormatError(f"{where}: expected 8 columns ({_LAYOUT}) or 7 (without the last), got {len(fields)}")
+    if not valid_video_id(fields[0]):
+        raise AvaFormatError(f"{where}: column 1 (video_id): expected a non-empty id without "
+                             f"surrounding spaces, got {fields[0]!r}")
+    timestamp = parse_int_field(fields[1])
     if timestamp is None or timestamp < 0:
-        hint = " (AVA CSV files have no header row)" if lineno == 1 else ""
-        raise DataError(f"{where}: column 2 (timestamp): expected a non-negative integer "
-                        f"number of seconds, got {fields[1]!r}{hint}")
-    box = tuple(_float(where, fields[2 + j], 3 + j, name) for j, name in enumerate(("x1", "y1", "x2", "y2")))
-    for j, value in enumerate(box):
-        if not 0.0 <= value <= 1.0:
-            raise DataError(f"{where}: column {3 + j}: expected a normalized coordinate in "
-                            f"[0, 1], got {fields[2 + j]!r}")
+        header = lineno == 1 and not any(ch.isdigit() for ch in fields[1])
+        hint = " (AVA CSV files have no header row)" if header else ""
+        raise AvaFormatError(f"{where}: column 2 (timestamp): expected a non-negative integer "
+                             f"number of seconds, got {fields[1]!r}{hint}")
+    box = tuple(_coordinate(where, fields[2 + j], 3 + j, name) for j, name in enumerate(("x1", "y1", "x2", "y2")))
     if box[2] < box[0] or box[3] < box[1]:
-        raise DataError(f"{where}: expected x1 <= x2 and y1 <= y2, got box {box}")
-    action = _parse_int_field(fields[6]) if fields[6].strip() else -1
+        raise AvaFormatError(f"{where}: expected x1 <= x2 and y1 <= y2, got box {box}")
+    action = parse_int_field(fields[6]) if fields[6].strip() else -1
     if action is None:
-        raise DataError(f"{where}: column 7 (action_id): expected an integer, got {fields[6]!r}")
-    extra = _float(where, fields[7], 8, "score_or_person_id") if len(fields) == 8 else 1.0
+        raise AvaFormatError(f"{where}: column 7 (action_id): expected an integer or an empty field, "
+                             f"got {fields[6]!r}")
+    extra = _number(where, fields[7], 8, "person_id_or_score") if len(fields) == 8 else 1.0
     if not math.isfinite(extra):
-        raise DataError(f"{where}: column 8 (score_or_person_id): expected a finite number, "
-                        f"got {fields[7]!r}")
+        raise AvaFormatError(f"{where}: column 8 (person_id_or_score): expected a finite number, "
+                             f"got {fields[7]!r}")
     return fields[0], timestamp, box, action, extra
 
 
-def _float(where: str, field: str, column: int, name: str) -> float:
+def parse_int_field(field: str) -> int | None:
+    """int(field), or None when it is not a plain integer that fits int64 (the caller
+    words the error). Python's int() accepts "1_000"; the CSV format does not."""
+    if "_" in field:
+        return None
+    try:
+        value = int(field)
+    except ValueError:
+        return None
+    return value if -(2**63) <= value < 2**63 else None
+
+
+def _number(where: str, field: str, column: int, name: str) -> float:
     if "_" not in field:
         try:
             return float(field)
         except ValueError:
             pass
-    raise DataError(f"{where}: column {column} ({name}): expected a number, got {field!r}")
+    raise AvaFormatError(f"{where}: column {column} ({name}): expected a number, got {field!r}")
 
 
-__all__ = ["BoxBatch", "VideoVocab", "iter_box_csv", "line_of_row", "parse_row", "prefetch", "read_box_csv"]
+def _coordinate(where: str, field: str, column: int, name: str) -> float:
+    value = _number(where, field, column, name)
+    if not 0.0 <= value <= 1.0:
+        raise AvaFormatError(f"{where}: column {column} ({name}): expected a normalized coordinate "
+                             f"in [0, 1], got {field!r}")
+    return value
+
+
+__all__ = ["AvaFormatError", "BoxBatch", "boxes_valid", "VideoVocab", "iter_box_csv", "iter_lines", "line_of_row", "parse_int_field",
+           "parse_row", "prefetch", "read_box_csv", "sniff_columns", "valid_video_id"]
