@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tqdm import tqdm  # noqa: E402
 
 from stal.data.ava import AVA_FRAME_TEMPLATE  # noqa: E402
+from stal.demo.banks import demo_inputs  # noqa: E402
 from stal.errors import StalError  # noqa: E402
 from stal.synthesis import tube_sources as src  # noqa: E402
 from stal.synthesis.extraction import SubtractionSpec  # noqa: E402
@@ -86,9 +87,9 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], src.Inputs]:
                                             num_classes=len(classes), every=args.every or 1, kind="ava")
     if args.act_index:
         return _act_inputs(args)
-    from stal.data.demo_render import ACTIONS
+    from stal.demo.render import ACTIONS
 
-    return list(ACTIONS), src.demo_inputs(per_class=args.demo, num_frames=args.num_frames, seed=args.seed)
+    return list(ACTIONS), demo_inputs(per_class=args.demo, num_frames=args.num_frames, seed=args.seed)
 
 
 def _act_inputs(args: argparse.Namespace) -> tuple[list[str], src.Inputs]:

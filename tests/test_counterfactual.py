@@ -10,7 +10,7 @@ from stal.guidance.counterfactual import paired_rois, prediction_shift
 
 
 def _dataset(paths, *, counterfactual: bool):
-    from stal.data.synthetic import DemoSynthesisDataset
+    from stal.data.synthesized import DemoSynthesisDataset
 
     return DemoSynthesisDataset(bank_path=paths.bank, length=8, seed=5, num_frames=6, actors_min=1,
                                 actors_max=2, scene_bias=0.9, mean=[0.0] * 3, std=[1.0] * 3,
@@ -18,7 +18,7 @@ def _dataset(paths, *, counterfactual: bool):
 
 
 def test_swap_keeps_actor_voxels_and_replaces_the_scene(tiny_demo):
-    from stal.data.demo import SCENES
+    from stal.demo.video import SCENES
 
     paths, _ = tiny_demo
     plain, cf = _dataset(paths, counterfactual=False), _dataset(paths, counterfactual=True)

@@ -403,7 +403,8 @@ def test_fd_matches_exact_on_silu_x3d_with_batchnorm():
 
 # ------------------------------------------------------------------- data and config
 def test_synthetic_batch_has_per_roi_source_masks(tiny_demo):
-    from stal.data.synthetic import DemoSynthesisDataset, collate_train
+    from stal.data.batch import collate_train
+    from stal.data.synthesized import DemoSynthesisDataset
 
     paths, kwargs = tiny_demo
     data = DemoSynthesisDataset(bank_path=paths.bank, length=4, seed=0, num_frames=4, actors_min=2, actors_max=2,
@@ -494,7 +495,7 @@ def test_ava_items_have_box_source_masks(tiny_demo):
     """Real footage has no provenance: each ROI's source is its box over all frames."""
     from stal.data.ava import AvaKeyframeDataset
     from stal.formats.ava import read_ava_csv
-    from stal.data.synthetic import collate_train
+    from stal.data.batch import collate_train
 
     paths, kwargs = tiny_demo
     data = AvaKeyframeDataset(frame_dir=paths.frames, table=read_ava_csv(paths.gt_csv), fps=kwargs["fps"],

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from _data_fixtures import write_jpegs
 from stal.data.images import (CutMixImageDataset, DemoImageSource, FileImageSource, SourceImage,
                               read_image_folder)
-from stal.data.synthetic import collate_train
+from stal.data.batch import collate_train
 from stal.errors import ConfigError, DataError
 
 MEAN, STD = [0.0] * 3, [1.0] * 3

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import train_net
-from stal.data.image_demo import SHAPES, ensure_image_demo, load_image_demo, shape_mask
+from stal.demo.images import SHAPES, ensure_image_demo, load_image_demo, shape_mask
 
 TINY = ["DATA.CROP_SIZE", "32", "MODEL.NUM_CLASSES", "3", "SYNTHESIS.CLIPS_PER_EPOCH", "8", "TRAIN.BATCH_SIZE", "4",
         "SOLVER.MAX_EPOCH", "1", "TEST.BATCH_SIZE", "8", "IMAGE.DEMO_SCENES_PER_CLASS", "2",

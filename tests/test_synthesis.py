@@ -1,7 +1,7 @@
 import numpy as np
 
-from stal.data.demo import DemoBank, synthesize_sample
-from stal.data.synthetic import DemoSynthesisDataset
+from stal.demo.video import DemoBank, synthesize_sample
+from stal.data.synthesized import DemoSynthesisDataset
 from stal.synthesis.compose import PlacedTube, composite, tube_boxes
 
 
@@ -44,7 +44,7 @@ def test_tube_boxes_follow_alpha():
 
 
 def test_demo_is_deterministic_for_a_seed(tiny_demo, tmp_path):
-    from stal.data.demo import ensure_demo_data
+    from stal.demo.video import ensure_demo_data
 
     paths, kwargs = tiny_demo
     again = ensure_demo_data(**{**kwargs, "root": str(tmp_path)})

@@ -173,7 +173,7 @@ def test_training_item_reads_the_visible_sources_from_the_crops():
     """sample_to_item's masks from the sparse provenance equal those of the dense one."""
     import torch
 
-    from stal.data.synthetic import sample_to_item
+    from stal.data.batch import sample_to_item
     from stal.structures import Provenance
 
     rng = np.random.default_rng(23)

@@ -15,7 +15,7 @@ DIGEST = """
 import hashlib, sys
 from stal.config import load_cfg
 from stal.engine.builders import build_synthesizer
-from stal.synthesis.dataset import SynthesisDataset
+from stal.data.synthesized import SynthesisDataset
 
 def digest(cfg_path, opts, epoch, index):
     cfg = load_cfg(cfg_path, opts)

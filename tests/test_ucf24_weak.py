@@ -15,7 +15,7 @@ import train_net
 import ucf24_from_act
 from _data_fixtures import grey, write_jpegs
 from stal.formats.act import ActAnnotations, write_act_pickle
-from stal.data.synthetic import collate_train
+from stal.data.batch import collate_train
 from stal.data.weak import WeakSynthesisDataset, clip_label
 from stal.synthesis import CuboidMix, MixingSynthesizer, PasteSynthesizer, PlacementSpec
 from stal.synthesis.paste import ArrayBackgrounds

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except StalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from stal.data.synthetic import collate_train
+    from stal.data.batch import collate_train
     from stal.engine import builders
 
     cfg = runs[0][0]

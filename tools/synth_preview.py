@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         from stal.engine.builders import build_synthesizer
-        from stal.synthesis.dataset import sample_rng
+        from stal.data.synthesized import sample_rng
         from stal.synthesis.preview import write_preview
         from stal.synthesis.transforms import apply
 

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from stal.formats.ava import AvaTable
-from stal.data.synthetic import batch_rois, normalize_clip
+from stal.data.batch import batch_rois, normalize_clip
 from stal.io.images import read_image
 from stal.io.video import VIDEO_EXTENSIONS, frames_at_fps
 from stal.errors import DataError

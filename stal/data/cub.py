@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stal.data.synthetic import normalize_clip
+from stal.data.batch import normalize_clip
 from stal.errors import DataError
 from stal.io.images import read_image_and_size
 

@@ -1,6 +1,6 @@
 """Image training as one-frame clips: CutMix with provenance, image sources, evaluation sets.
 
-Training items follow the batch layout of :mod:`stal.data.synthetic` with T = 1 and **two
+Training items follow the batch layout of :mod:`stal.data.batch` with T = 1 and **two
 ROI rows per image**, one per CutMix source (row 0: the image kept, row 1: the pasted
 rectangle). Both rows are the whole image (``boxes`` (2, 4) = ``0, 0, W, H`` input pixels):
 the classifier sees the whole mixed image, as in CutMix, and the rows only differ by their
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stal.data.image_demo import ObjectDraw, draw_object, load_image_demo, render_object
-from stal.data.synthetic import normalize_clip
+from stal.demo.images import ObjectDraw, draw_object, load_image_demo, render_object
+from stal.data.batch import normalize_clip
 from stal.errors import ConfigError, DataError
 from stal.io.images import IMAGE_EXTENSIONS, read_image
 from stal.structures import Sample

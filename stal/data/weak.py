@@ -6,7 +6,7 @@ clip. Synthesized clips (tubes over backgrounds, optionally BatchMixed with
 ``keep_sources``) know every pasted actor, so the proposals are the actors' keyframe boxes
 and the guidance target is the voxels of the actors that carry the clip's label.
 
-Item layout (stacked by :func:`stal.data.synthetic.collate_train`, so the batch is the
+Item layout (stacked by :func:`stal.data.batch.collate_train`, so the batch is the
 training layout with one label row per clip):
 
 * ``clip`` float32 (3, T, H, W), normalized.
@@ -29,9 +29,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from stal.data.batch import normalize_clip
+from stal.data.synthesized import SynthesisDataset, sample_rng
 from stal.errors import DataError
 from stal.structures import Sample, clip_as_float
-from stal.synthesis.dataset import SynthesisDataset, sample_rng
 from stal.synthesis.transforms import apply
 
 
@@ -56,8 +57,6 @@ def clip_label(sample: Sample, *, num_classes: int) -> tuple[np.ndarray, np.ndar
 
 def weak_item(sample: Sample, *, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> dict:
     """One training item of the weak layout (module docstring) from a synthesized Sample."""
-    from stal.data.synthetic import normalize_clip
-
     T, H, W, _ = sample.clip.shape
     label, carriers = clip_label(sample, num_classes=num_classes)
     key = sample.boxes[:, sample.keyframe]
@@ -73,7 +72,7 @@ class WeakSynthesisDataset(SynthesisDataset):
     """``length`` weakly labelled items per epoch from ``synthesizer`` followed by ``transforms``.
 
     Item ``i`` of epoch ``e`` draws from the generator ``(seed, e, i)`` (the same anywhere, as
-    :class:`stal.synthesis.dataset.SynthesisDataset`, whose epoch and length bookkeeping it
+    :class:`stal.data.synthesized.SynthesisDataset`, whose epoch and length bookkeeping it
     shares); a draw in which no labelled source is visible (a BatchMix cuboid or a crop removed
     every actor) is followed by a new draw from the same generator, up to ``max_draws`` in all.
     """

@@ -50,7 +50,7 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
 
 def demo_data(cfg: CfgNode):
     """Generate (first use) or find the demo dataset of DEMO.SEED; returns its DemoPaths."""
-    from stal.data.demo import ensure_demo_data
+    from stal.demo.video import ensure_demo_data
 
     return ensure_demo_data(
         root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE,
@@ -62,7 +62,7 @@ def demo_data(cfg: CfgNode):
 def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, counterfactual: bool = False):
     """Demo clips synthesized from the bank with the training synthesis policy; with
     ``counterfactual`` each item also carries the background-swapped rendering ``clip_cf``."""
-    from stal.data.synthetic import DemoSynthesisDataset
+    from stal.data.synthesized import DemoSynthesisDataset
 
     return DemoSynthesisDataset(
         bank_path=demo_data(cfg).bank, length=length, seed=seed, num_frames=cfg.DATA.NUM_FRAMES,
@@ -74,14 +74,15 @@ def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, counterfact
 def build_synthesizer(cfg: CfgNode):
     """The SYNTHESIS.* synthesizer (tube bank over background bank, optionally mixed) and its
     provenance-aligned transforms; empty bank paths use the demo's procedural actors/scenes."""
-    from stal.synthesis import backgrounds as bgs, dataset as ds, mixing, paste, placement, transforms, tube_bank
+    from stal.demo import banks
+    from stal.synthesis import backgrounds as bgs, mixing, paste, placement, transforms, tube_bank
 
     s, T, size = cfg.SYNTHESIS, cfg.DATA.NUM_FRAMES, cfg.DATA.CROP_SIZE
     tubes = (tube_bank.TubeBank(s.TUBE_BANK) if s.TUBE_BANK else
-             ds.demo_tubes(seed=cfg.DEMO.SEED, per_class=4, num_frames=max(T, 16), pose_randomness=cfg.DEMO.POSE_RANDOMNESS))
+             banks.demo_tubes(seed=cfg.DEMO.SEED, per_class=4, num_frames=max(T, 16), pose_randomness=cfg.DEMO.POSE_RANDOMNESS))
     backgrounds = (bgs.BackgroundBank(s.BACKGROUND_BANK, min_scale=s.BACKGROUND_MIN_SCALE, motion=bgs.CameraMotion(
         prob=s.CAMERA_MOTION_PROB, pan=s.CAMERA_PAN, zoom=s.CAMERA_ZOOM)) if s.BACKGROUND_BANK else
-        ds.demo_backgrounds(seed=cfg.DEMO.SEED, per_scene=2, num_frames=T, size=size))
+        banks.demo_backgrounds(seed=cfg.DEMO.SEED, per_scene=2, num_frames=T, size=size))
     spec = placement.PlacementSpec(
         actors_min=s.ACTORS_MIN, actors_max=s.ACTORS_MAX, scale_min=s.SCALE_MIN, scale_max=s.SCALE_MAX,
         trajectory=s.TRAJECTORY, max_drift=s.MAX_DRIFT, partial_prob=s.PARTIAL_PROB, keep_inside=s.KEEP_INSIDE,
@@ -183,8 +184,8 @@ IMAGE_DATASETS = ("image_demo", "cub", "imagefolder")
 
 
 def image_demo_path(cfg: CfgNode) -> str:
-    """The image demo file of DEMO.SEED (generated on first use, see stal.data.image_demo)."""
-    from stal.data.image_demo import ensure_image_demo
+    """The image demo file of DEMO.SEED (generated on first use, see stal.demo.images)."""
+    from stal.demo.images import ensure_image_demo
 
     i = cfg.IMAGE
     return ensure_image_demo(root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE,
@@ -198,7 +199,7 @@ def build_image_train_dataset(cfg: CfgNode):
 
     name, size = cfg.TRAIN.DATASET, cfg.DATA.CROP_SIZE
     if name == "image_demo":
-        from stal.data.image_demo import load_image_demo
+        from stal.demo.images import load_image_demo
 
         source = images.DemoImageSource(scenes=load_image_demo(image_demo_path(cfg))["train_scenes"],
                                         scene_bias=cfg.SYNTHESIS.SCENE_BIAS)
@@ -270,12 +271,12 @@ def build_weak_train_dataset(cfg: CfgNode):
 
 
 def build_train_loader(cfg: CfgNode, *, ctx=None) -> DataLoader:
-    """This process's training micro-batches (layout of :mod:`stal.data.synthetic`).
+    """This process's training micro-batches (layout of :mod:`stal.data.batch`).
 
     The loader's ``batch_sampler`` is a :class:`stal.engine.distributed.GlobalBatchSampler`
     (call its ``set_epoch``); ``ctx`` is the process's DistContext (default: one process).
     """
-    from stal.data.synthetic import collate_train
+    from stal.data.batch import collate_train
     from stal.engine.distributed import DistContext, GlobalBatchSampler
 
     if cfg.MODEL.MIL_POOLING:
@@ -287,7 +288,7 @@ def build_train_loader(cfg: CfgNode, *, ctx=None) -> DataLoader:
         dataset = build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
                                           counterfactual=counterfactual)
     elif cfg.TRAIN.DATASET == "synthesis":
-        from stal.synthesis.dataset import SynthesisDataset
+        from stal.data.synthesized import SynthesisDataset
 
         synth, steps = build_synthesizer(cfg)
         dataset = SynthesisDataset(synthesizer=synth, transforms=steps, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,

@@ -86,7 +86,7 @@ def evaluate_synthetic(model: torch.nn.Module, dataset, *, batch_size: int, loss
     background. With ``attribution`` False only the accuracy is computed (no input gradient).
     Collective with ``ctx`` (each rank evaluates its share; the sums are combined).
     """
-    from stal.data.synthetic import collate_train
+    from stal.data.batch import collate_train
 
     model.eval()
     loader = DataLoader(shard(dataset, ctx), batch_size=batch_size, shuffle=False, collate_fn=collate_train)

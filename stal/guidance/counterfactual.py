@@ -5,7 +5,7 @@ The gradient forms of :mod:`stal.guidance.penalty` ask, through d s / d x, how m
 infinitesimal change of the non-target voxels moves the score. The synthesizer can answer a
 finite version of the same question for the one change a shortcut depends on: it knows,
 from the provenance, which voxels are actors, so it can keep them and swap everything else
-for a background of another scene (``clip_cf``, see :mod:`stal.data.synthetic`). The
+for a background of another scene (``clip_cf``, see :mod:`stal.data.batch`). The
 difference between the two renderings is zero on the target and the background change
 outside it, so the penalty below is a finite directional difference of the prediction
 along a perturbation of non-target voxels only; a model that reads the actor is unmoved.

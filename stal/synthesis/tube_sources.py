@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from stal.errors import DataError
+from stal.formats.ava import read_ava_csv
 from stal.io.images import read_image
 from stal.synthesis.extraction import SubtractionSpec, extract_tubes
 
@@ -167,8 +168,6 @@ def box_tube_inputs(csv_path: str, frame_dir: str, *, frame_template: str, fps: 
     ACT index: ``{video}/{number:05d}.jpg``, 1, 1). Boxes are normalized x1, y1, x2, y2.
     ``kind`` names the input in the bank (``<kind>_boxes``) and in its resume keys.
     """
-    from stal.formats.ava import read_ava_csv
-
     table = read_ava_csv(csv_path)
     people = _person_times(table)
     for video in sorted({vid for vid, _ in people}):
@@ -210,17 +209,3 @@ def _box_tube(frames: np.ndarray, boxes: np.ndarray, *, feather: int, where: str
     for t, (a, b, c, d) in enumerate(px):
         alpha[t, b - y0:d - y0, a - x0:c - x0] = box_alpha(d - b, c - a, feather)
     return rgb, alpha
-
-
-def demo_inputs(*, per_class: int, num_frames: int, seed: int, pose_randomness: float = 1.0) -> Inputs:
-    """The demo's procedural stick-figure actors, ``per_class`` of each action (one input per class)."""
-    from stal.data.demo_render import ACTIONS, render_actor
-
-    for c, action in enumerate(ACTIONS):
-        def tubes(c=c, action=action):
-            rng = np.random.default_rng([seed, c])
-            for i in range(per_class):
-                rgba = (render_actor(action, num_frames, rng, pose_randomness) * 255).round().astype(np.uint8)
-                yield {"rgb": np.ascontiguousarray(rgba[..., :3]), "alpha": np.ascontiguousarray(rgba[..., 3]),
-                       "labels": [c], "source": {"input": "demo", "kind": "demo", "action": action, "seed": seed, "i": i}}
-        yield f"demo:{seed}:{action}", tubes()

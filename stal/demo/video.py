@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from stal.formats.ava import AvaTable, write_ava_csv, write_labelmap
-from stal.data.demo_render import ACTIONS, SCENES, TUBE_H, TUBE_W, render_actor, render_scene
+from stal.demo.render import ACTIONS, SCENES, TUBE_H, TUBE_W, render_actor, render_scene
 from stal.io.atomic import atomic_open
 from stal.structures import Sample
 from stal.synthesis.compose import PlacedTube, composite, tube_boxes

@@ -1,8 +1,9 @@
-"""A torch Dataset over any synthesizer, and the default (demo) tube and background sources.
+"""Torch datasets over synthesized clips: any synthesizer (:class:`SynthesisDataset`) and the
+embedded demo's layouts (:class:`DemoSynthesisDataset`).
 
 Sample ``i`` of epoch ``e`` is ``transforms(synthesizer(rng))`` with ``rng`` seeded by
 ``(seed, e, i)``: the same on any worker, rank or resume. Items use the training batch
-layout of :mod:`stal.data.synthetic`. With ``counterfactual`` (GUIDANCE.MODE
+layout of :mod:`stal.data.batch`. With ``counterfactual`` (GUIDANCE.MODE
 counterfactual) items also carry ``clip_cf``: the same sources over another background
 clip drawn from the synthesizer's background source with the generator ``(seed, e, i, 1)``,
 then the same transforms (the transform draws are replayed), so rois and labels hold for it.
@@ -17,12 +18,13 @@ from typing import Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
+from stal.data.batch import normalize_clip, sample_to_item
+from stal.demo.video import DemoBank, draw_layout, render_layout, swapped_background
 from stal.errors import ConfigError
 from stal.structures import Sample, clip_as_float
-from stal.synthesis.compose import swap_background
-from stal.synthesis.paste import ArrayBackgrounds, Synthesizer
+from stal.synthesis.compose import composite, swap_background
+from stal.synthesis.paste import Synthesizer
 from stal.synthesis.transforms import Transform, apply
-from stal.synthesis.tube_bank import MemoryTubeBank
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -65,8 +67,6 @@ class SynthesisDataset(Dataset):
         return apply(raw, rng, self.transforms), apply(swap_background(raw, other), replay, self.transforms)
 
     def __getitem__(self, index: int) -> dict:
-        from stal.data.synthetic import normalize_clip, sample_to_item
-
         if not self.counterfactual:
             s = self.sample(index)
             return sample_to_item(replace(s, clip=clip_as_float(s.clip), background=None), self.mean, self.std)
@@ -76,23 +76,47 @@ class SynthesisDataset(Dataset):
         return item
 
 
-def demo_tubes(*, seed: int, per_class: int, num_frames: int, pose_randomness: float = 1.0) -> MemoryTubeBank:
-    """The demo's procedural actors as an in-memory tube bank (labels = demo action indices)."""
-    from stal.data.demo_render import ACTIONS
-    from stal.synthesis.tube_sources import demo_inputs
+class DemoSynthesisDataset(Dataset):
+    """Training clips synthesized on the fly from the demo bank.
 
-    rgbas, labels = [], []
-    for _, tubes in demo_inputs(per_class=per_class, num_frames=num_frames, seed=seed, pose_randomness=pose_randomness):
-        for t in tubes:
-            rgbas.append(np.concatenate([t["rgb"], t["alpha"][..., None]], -1))
-            labels.append(t["labels"])
-    return MemoryTubeBank(rgbas, labels, classes=list(ACTIONS))
+    Sample ``i`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e, i)``, so it is
+    the same on any worker or rank and after a resume. Call :meth:`set_epoch` each epoch.
+    With ``counterfactual``, items also carry ``clip_cf`` (see the module docstring), drawn
+    from a separate generator ``(seed, e, i, 1)`` so that the clips themselves are the same
+    as without it.
+    """
 
+    def __init__(self, *, bank_path: str, length: int, seed: int, num_frames: int,
+                 actors_min: int, actors_max: int, scene_bias: float,
+                 mean: Sequence[float], std: Sequence[float], counterfactual: bool = False):
+        self.bank = DemoBank(bank_path)
+        self.length, self.seed, self.epoch = length, seed, 0
+        self.num_frames, self.scene_bias = num_frames, scene_bias
+        self.actors = (actors_min, actors_max)
+        self.mean, self.std = list(mean), list(std)
+        self.counterfactual = counterfactual
 
-def demo_backgrounds(*, seed: int, per_scene: int, num_frames: int, size: int) -> ArrayBackgrounds:
-    """The demo's procedural scenes as in-memory background clips uint8 (M, T, S, S, 3)."""
-    from stal.data.demo_render import SCENES, render_scene
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
-    rng = np.random.default_rng([seed, 7])
-    clips = [render_scene(scene, num_frames, size, size, rng) for scene in SCENES for _ in range(per_scene)]
-    return ArrayBackgrounds((np.stack(clips) * 255).round().astype(np.uint8))
+    def __len__(self) -> int:
+        return self.length
+
+    def _layout(self, index: int):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        num_actors = int(rng.integers(self.actors[0], self.actors[1] + 1))
+        return draw_layout(self.bank, rng, num_frames=self.num_frames, num_actors=num_actors,
+                           scene_bias=self.scene_bias)
+
+    def sample(self, index: int) -> Sample:
+        return render_layout(self._layout(index))
+
+    def __getitem__(self, index: int) -> dict:
+        layout = self._layout(index)
+        item = sample_to_item(render_layout(layout), self.mean, self.std)
+        if self.counterfactual:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            bg = swapped_background(self.bank, rng, scene_of=layout.labels, num_frames=self.num_frames)
+            # Only the pixels: the boxes and provenance are those of the clip above.
+            item["clip_cf"] = normalize_clip(composite(bg, layout.placed)[0], self.mean, self.std)
+        return item

@@ -1,4 +1,4 @@
-"""Torch datasets over synthesized clips, and the batch layout the trainer consumes.
+"""The batch layout the trainer consumes, and the helpers that build it from a Sample.
 
 Batch layout (training): ``clip`` float32 (B, 3, T, H, W) normalized; ``rois`` float32
 (R, 5) rows ``(batch_index, x1, y1, x2, y2)`` in input pixels at the keyframe; ``labels``
@@ -18,11 +18,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from stal.data.demo import DemoBank, draw_layout, render_layout, swapped_background
 from stal.structures import Sample
-from stal.synthesis.compose import composite
 
 
 def normalize_clip(clip: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -69,49 +66,3 @@ def collate_train(items: list[dict]) -> dict:
     if all("clip_cf" in it for it in items):
         batch["clip_cf"] = torch.stack([it["clip_cf"] for it in items])
     return batch
-
-
-class DemoSynthesisDataset(Dataset):
-    """Training clips synthesized on the fly from the demo bank.
-
-    Sample ``i`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e, i)``, so it is
-    the same on any worker or rank and after a resume. Call :meth:`set_epoch` each epoch.
-    With ``counterfactual``, items also carry ``clip_cf`` (see the module docstring), drawn
-    from a separate generator ``(seed, e, i, 1)`` so that the clips themselves are the same
-    as without it.
-    """
-
-    def __init__(self, *, bank_path: str, length: int, seed: int, num_frames: int,
-                 actors_min: int, actors_max: int, scene_bias: float,
-                 mean: Sequence[float], std: Sequence[float], counterfactual: bool = False):
-        self.bank = DemoBank(bank_path)
-        self.length, self.seed, self.epoch = length, seed, 0
-        self.num_frames, self.scene_bias = num_frames, scene_bias
-        self.actors = (actors_min, actors_max)
-        self.mean, self.std = list(mean), list(std)
-        self.counterfactual = counterfactual
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
-
-    def _layout(self, index: int):
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        num_actors = int(rng.integers(self.actors[0], self.actors[1] + 1))
-        return draw_layout(self.bank, rng, num_frames=self.num_frames, num_actors=num_actors,
-                           scene_bias=self.scene_bias)
-
-    def sample(self, index: int) -> Sample:
-        return render_layout(self._layout(index))
-
-    def __getitem__(self, index: int) -> dict:
-        layout = self._layout(index)
-        item = sample_to_item(render_layout(layout), self.mean, self.std)
-        if self.counterfactual:
-            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-            bg = swapped_background(self.bank, rng, scene_of=layout.labels, num_frames=self.num_frames)
-            # Only the pixels: the boxes and provenance are those of the clip above.
-            item["clip_cf"] = normalize_clip(composite(bg, layout.placed)[0], self.mean, self.std)
-        return item
