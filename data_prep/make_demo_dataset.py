@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_cfg(args.cfg_file, args.opts)
         import numpy as np
         from stal.formats.ava import read_ava_csv
-        from stal.engine.builders import demo_data
+        from stal.data.build import demo_data
 
         paths = demo_data(cfg)
         with np.load(paths.bank) as bank:

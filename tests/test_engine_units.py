@@ -11,7 +11,7 @@ import torch
 from stal.config import load_cfg
 from stal.engine import checkpoint as ckpt
 from stal.engine.distributed import DistContext, GlobalBatchSampler
-from stal.engine.trainer import lr_at
+from stal.engine.solver import lr_at
 from stal.errors import ConfigError
 
 
@@ -91,7 +91,7 @@ def test_input_grad_scale_leaves_the_objective_unchanged():
     """The fp16 path computes ds/dx of scale * s and divides back: in float32 nothing changes."""
     from stal.guidance.penalty import GuidanceSpec
     from stal.models import build_detector
-    from stal.objective import Objective
+    from stal.guidance.objective import Objective
 
     torch.manual_seed(0)
     model = build_detector("small3d_tiny", num_classes=3).double()
@@ -112,7 +112,7 @@ def test_input_grad_scale_leaves_the_objective_unchanged():
 def test_fp16_inner_gradient_is_scaled(monkeypatch):
     """Under fp16 autocast, part of a small input gradient ds/dx underflows to 0; the objective's
     input_grad_scale (the GradScaler's scale in training) keeps it, close to the fp32 gradient."""
-    import stal.objective as objective_module
+    import stal.guidance.objective as objective_module
     from stal.guidance.penalty import GuidanceSpec
     from stal.models import build_detector
 

@@ -6,7 +6,7 @@ import torch
 from stal.guidance.finite_difference import KinkPattern
 from stal.guidance.penalty import GuidanceSpec
 from stal.models import build_detector
-from stal.objective import Objective
+from stal.guidance.objective import Objective
 
 
 def _guidance_grad(model, batch, spec):

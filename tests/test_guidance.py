@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from stal.guidance.penalty import GuidanceSpec, guidance_score, input_gradient_penalty
-from stal.objective import Objective
+from stal.guidance.objective import Objective
 
 
 class TinySmooth(torch.nn.Module):
@@ -101,7 +101,7 @@ def test_objective_adds_guidance_as_one_loss_entry():
 def test_energy_fraction_is_scale_free_for_tiny_gradients():
     # A model can shrink its input gradient below any fixed epsilon: the fraction must not
     # then read as 0 (guided demo runs reached 1e-10 .. 1e-12 rms).
-    from stal.evaluation.attribution import energy_fraction
+    from stal.guidance.attribution import energy_fraction
 
     g = torch.randn(2, 3, 2, 4, 4)
     mask = (torch.rand(2, 2, 4, 4) > 0.5).float()

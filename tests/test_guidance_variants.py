@@ -15,7 +15,7 @@ from stal.errors import ConfigError
 from stal.guidance.gradients import roi_slots
 from stal.guidance.penalty import GuidanceSpec, gradient_penalty, non_target_weight
 from stal.models import MODEL_REGISTRY, build_detector
-from stal.objective import Objective
+from stal.guidance.objective import Objective
 
 C, T, H, W = 3, 3, 6, 6
 

@@ -8,7 +8,7 @@ import torch
 from stal.errors import ConfigError, DataError
 from stal.guidance.penalty import GuidanceSpec
 from stal.models import build_detector, mil_pool
-from stal.objective import Objective
+from stal.guidance.objective import Objective
 
 
 @pytest.mark.parametrize("name, shape, match", [

@@ -9,7 +9,7 @@ import torch
 
 from stal.guidance.penalty import GuidanceSpec
 from stal.models import DEFAULT_INPUTS, MODEL_REGISTRY, build_detector
-from stal.objective import Objective
+from stal.guidance.objective import Objective
 
 TINY = sorted(n for n in MODEL_REGISTRY if n.endswith("_tiny"))
 # X3D-S/M are the X3D-XS network with another default input: x3d_xs_tiny covers them.

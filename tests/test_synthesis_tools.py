@@ -14,7 +14,7 @@ OPTS = ["SYNTHESIS.TRAJECTORY", "linear", "SYNTHESIS.PARTIAL_PROB", "0.5", "SYNT
 DIGEST = """
 import hashlib, sys
 from stal.config import load_cfg
-from stal.engine.builders import build_synthesizer
+from stal.data.build import build_synthesizer
 from stal.data.synthesized import SynthesisDataset
 
 def digest(cfg_path, opts, epoch, index):

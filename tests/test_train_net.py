@@ -45,7 +45,7 @@ def test_instant_end_to_end_then_test_net(repo_root, tmp_path):
     # that the evaluator re-scores to the same frame-mAP.
     import test_net
     from stal.config import load_cfg
-    from stal.engine.builders import demo_data
+    from stal.data.build import demo_data
     from stal.evaluation.frame_map import ava_frame_map_files
 
     assert test_net.main(["--cfg", cfg] + _opts(tmp_path, "full")) == 0

@@ -168,7 +168,7 @@ def test_clip_level_flag_is_read_through_a_ddp_style_wrapper():
     import torch
     from torch import nn
 
-    from stal.objective import Objective
+    from stal.guidance.objective import Objective
 
     class Wrapper(nn.Module):  # what DDP looks like to the objective: the real model in .module
         def __init__(self, module):

@@ -23,7 +23,7 @@ import torch
 
 from stal.guidance.penalty import GuidanceSpec
 from stal.models import build_detector
-from stal.objective import Objective
+from stal.guidance.objective import Objective
 
 # name: (builder kwargs, batch size, frames, crop size, ROIs per clip)
 SETUPS = {

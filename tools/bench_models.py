@@ -2,7 +2,7 @@
 
     python tools/bench_models.py [--models NAME ...] [--rounds N] [--warmup N] [--json OUT]
 
-One training step = objective + backward (stal.objective.Objective, batch 1, two boxes, the
+One training step = objective + backward (stal.guidance.objective.Objective, batch 1, two boxes, the
 model's default input from ``stal.models.DEFAULT_INPUTS``). Modes: plain (torchvision
 RoIAlign), fd (finite-difference guidance, torchvision RoIAlign) and exact (double backward,
 differentiable RoIAlign), on the same weights. Within a round the modes alternate (the order

@@ -10,7 +10,7 @@ at its default input (``stal.models.DEFAULT_INPUTS``, batch 1, two boxes):
   added here (B * heads * Lq * Lk * (E + Ev)); ``attn_gflops`` is the share of attention
   matmuls (pytorchvideo's MViT writes them as explicit ``matmul``, which fvcore counts);
 - fwd+bwd s: median time of a forward and backward of the task loss (train mode);
-- exact / fd: whether a guided training step (stal.objective.Objective) runs, and its time.
+- exact / fd: whether a guided training step (stal.guidance.objective.Objective) runs, and its time.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ with warnings.catch_warnings():  # fvcore's import calls torch.jit.script: a Fut
 
 from stal.guidance.penalty import GuidanceSpec
 from stal.models import DEFAULT_INPUTS, MODEL_REGISTRY, RoIAlign, build_detector
-from stal.objective import Objective
+from stal.guidance.objective import Objective
 
 _ATTENTION_OPS = ("matmul", "bmm", "scaled_dot_product_attention")
 

@@ -96,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from stal.data.batch import collate_train
-    from stal.engine import builders
+    from stal.data import build as data_build
 
     cfg = runs[0][0]
-    data = builders.build_synthesis_dataset(cfg, seed=args.seed, length=args.num)
+    data = data_build.build_synthesis_dataset(cfg, seed=args.seed, length=args.num)
     data.scene_bias = 0.0
     batch = collate_train([data[i] for i in range(args.num)])
     samples = [data.sample(i) for i in range(args.num)]

@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from stal.engine.builders import build_synthesizer
+        from stal.data.build import build_synthesizer
         from stal.data.synthesized import sample_rng
         from stal.synthesis.preview import write_preview
         from stal.synthesis.transforms import apply

@@ -13,30 +13,28 @@ from typing import Any, Sequence
 import yaml
 from fvcore.common.config import CfgNode
 
-from stal.errors import ConfigError
 from stal.config.defaults import get_cfg
+from stal.data.build import TEST_DATASETS, TRAIN_DATASETS
+from stal.errors import ConfigError
+from stal.guidance.penalty import CHOICES as GUIDANCE_CHOICES
 
 # Allowed values of string keys; checked after all merges.
 _CHOICES = {
-    "TRAIN.DATASET": ("demo", "ava", "ucf24", "jhmdb", "synthesis", "image_demo", "cub", "imagefolder"),
-    "TEST.DATASET": ("demo", "ava", "ucf24", "jhmdb", "image_demo", "cub", "imagefolder"),
+    # The dataset and guidance values come from where they are implemented (one list each).
+    "TRAIN.DATASET": tuple(TRAIN_DATASETS),
+    "TEST.DATASET": tuple(TEST_DATASETS),
     "IMAGE.PROVENANCE": ("region", "object"),
     "MODEL.LOSS_FUNC": ("softmax", "bce"),
     "MODEL.MIL_POOLING": ("", "max", "lse", "mean"),
     "SOLVER.OPTIMIZING_METHOD": ("adamw", "sgd"),
     "SOLVER.LR_POLICY": ("cosine", "constant", "steps_with_relative_lrs"),
     "TRAIN.MIXED_PRECISION": ("fp32", "bf16", "fp16"),
-    "GUIDANCE.MODE": ("exact", "fd", "counterfactual"),
-    "GUIDANCE.SCORE": ("task_loss", "logprob", "logit"),
-    "GUIDANCE.NORM": ("none", "count", "ratio"),
-    "GUIDANCE.P": ("l2", "l1"),
-    "GUIDANCE.REGION": ("union", "per_source"),
-    "GUIDANCE.PENALTY": ("energy", "colour_shift"),
     "SYNTHESIS.TRAJECTORY": ("static", "linear"),
     "SYNTHESIS.OCCLUSION": ("random", "depth"),
     "SYNTHESIS.EDGE": ("hard", "feather"),
     "SYNTHESIS.INTERPOLATION": ("nearest", "bilinear"),
     "SYNTHESIS.MIXER": ("none", "cutmix", "batchmix"),
+    **{f"GUIDANCE.{name.upper()}": values for name, values in GUIDANCE_CHOICES.items()},
 }
 # Numeric keys that must be >= 0 (or > 0 for the second group).
 _NON_NEGATIVE = ("GUIDANCE.LAMBDA", "GUIDANCE.WARMUP_EPOCHS", "GUIDANCE.TOLERANCE",

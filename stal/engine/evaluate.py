@@ -13,11 +13,12 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from stal.data.ava import collate_eval
-from stal.formats.ava import AvaTable
-from stal.evaluation.frame_map import ava_frame_map
+from stal.data.batch import collate_train
 from stal.engine.distributed import DistContext, gather_objects
 from stal.engine.trainer import to_device
-from stal.evaluation.attribution import energy_fraction
+from stal.evaluation.frame_map import ava_frame_map
+from stal.formats.ava import AvaTable
+from stal.guidance.attribution import energy_fraction
 from stal.guidance.penalty import guidance_score
 from stal.losses import class_probabilities
 
@@ -86,8 +87,6 @@ def evaluate_synthetic(model: torch.nn.Module, dataset, *, batch_size: int, loss
     background. With ``attribution`` False only the accuracy is computed (no input gradient).
     Collective with ``ctx`` (each rank evaluates its share; the sums are combined).
     """
-    from stal.data.batch import collate_train
-
     model.eval()
     loader = DataLoader(shard(dataset, ctx), batch_size=batch_size, shuffle=False, collate_fn=collate_train)
     fractions, squares, voxels, correct, total = [], 0.0, 0, 0, 0

@@ -10,7 +10,6 @@ count only for the accuracy.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from stal.evaluation.wsol import BoxAccumulator
@@ -50,9 +49,3 @@ def evaluate_wsol(model: torch.nn.Module, dataset, *, batch_size: int, prefix: s
                     **{k: m[k] for k in m if k.startswith("MaxBoxAcc@")}})
     return {prefix + k: float(v) for k, v in out.items()}
 
-
-def gt_boxes_inclusive(box_xyxy: np.ndarray) -> np.ndarray:
-    """int64 (G, 4) inclusive corners of float (G, 4) ``x1, y1, x2, y2`` input-pixel boxes (exclusive end)."""
-    box = np.asarray(box_xyxy, np.float64).reshape(-1, 4)
-    return np.stack([np.floor(box[:, 0]), np.floor(box[:, 1]), np.ceil(box[:, 2]) - 1,
-                     np.ceil(box[:, 3]) - 1], 1).astype(np.int64)

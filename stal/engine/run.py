@@ -22,16 +22,19 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stal.config.defaults import get_cfg
-from stal.engine import builders
-from stal.engine.checkpoint import (BEST_NAME, CheckpointError, atomic_torch_save, check_resume_config, checkpoint_name,
-                                    load_model_weights, load_newest, read_checkpoint, remove_stale_temporaries,
-                                    rng_states, save_checkpoint, set_rng_states)
-from stal.engine.distributed import (DistContext, barrier, broadcast_object, gather_objects,
-                                     init_distributed, shutdown)
+from stal.data import build as data_build
+from stal.engine import builders, solver
+from stal.engine.checkpoint import (BEST_NAME, CheckpointError, atomic_torch_save, check_resume_config,
+                                   checkpoint_name, load_model_weights, load_newest, read_checkpoint,
+                                   remove_stale_temporaries, rng_states, save_checkpoint, set_rng_states)
+from stal.engine.distributed import (DistContext, barrier, broadcast_object, gather_objects, init_distributed,
+                                    shutdown)
 from stal.engine.evaluate import evaluate_frame_map, evaluate_synthetic
+from stal.engine.evaluate_wsol import evaluate_wsol
 from stal.engine.outputs import RunLog, write_json
 from stal.engine.trainer import PreemptedError, Trainer
 from stal.errors import StalError
+from stal.formats.ava import write_ava_csv
 from stal.io.atomic import WriteError, atomic_write_text
 
 logger = logging.getLogger("stal")
@@ -129,11 +132,11 @@ def _resume(cfg: CfgNode, ctx: DistContext, trainer: Trainer, model, st: TrainSt
 
 
 def _build_trainer(cfg: CfgNode, ctx: DistContext, model, ddp_model, *, iters_per_epoch: int) -> Trainer:
-    amp_dtype, scaler = builders.build_precision(cfg, device=ctx.device)
+    amp_dtype, scaler = solver.build_precision(cfg, device=ctx.device)
     return Trainer(
-        model=ddp_model, objective=builders.build_objective(cfg), optimizer=builders.build_optimizer(cfg, model),
-        lr_fn=builders.build_lr_schedule(cfg, iters_per_epoch=iters_per_epoch),
-        guidance_weight_fn=builders.build_guidance_schedule(cfg, iters_per_epoch=iters_per_epoch),
+        model=ddp_model, objective=builders.build_objective(cfg), optimizer=solver.build_optimizer(cfg, model),
+        lr_fn=solver.build_lr_schedule(cfg, iters_per_epoch=iters_per_epoch),
+        guidance_weight_fn=solver.build_guidance_schedule(cfg, iters_per_epoch=iters_per_epoch),
         amp_dtype=amp_dtype, scaler=scaler, clip_grad_norm=cfg.SOLVER.CLIP_GRAD_L2NORM,
         max_nonfinite=cfg.TRAIN.MAX_NONFINITE_STEPS, ctx=ctx)
 
@@ -297,15 +300,12 @@ def test(cfg: CfgNode, model: torch.nn.Module, *, out_dir: str | None, ctx: Dist
     With ``out_dir`` the detections are written there as ``detections.csv`` (AVA format; rank 0).
     Collective with ``ctx``: every rank evaluates its share of the clips.
     """
-    from stal.formats.ava import write_ava_csv
+    if cfg.TEST.DATASET in data_build.IMAGE_DATASETS:  # one-frame clips: CAM localization metrics
 
-    if cfg.TEST.DATASET in builders.IMAGE_DATASETS:  # one-frame clips: CAM localization metrics
-        from stal.engine.evaluate_wsol import evaluate_wsol
-
-        return {k: v for prefix, ds in builders.build_image_eval_splits(cfg).items()
+        return {k: v for prefix, ds in data_build.build_image_eval_splits(cfg).items()
                 for k, v in evaluate_wsol(model, ds, batch_size=cfg.TEST.BATCH_SIZE, prefix=prefix).items()}
     metrics: dict = {}
-    split = builders.build_test_split(cfg)
+    split = data_build.build_test_split(cfg)
     result, det = evaluate_frame_map(model, split, batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC,
                                      ctx=ctx)
     if out_dir is not None and (ctx is None or ctx.is_main):
@@ -327,7 +327,7 @@ def _held_out_synthetic(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext |
     scenes); ``synth_unbiased_accuracy`` draws scenes independently of the actions. Both are
     validation data: method choices are made on them, never on the test split.
     """
-    held_out = builders.build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.TEST.NUM_ENERGY_CLIPS)
+    held_out = data_build.build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.TEST.NUM_ENERGY_CLIPS)
     held_out.set_epoch(HELD_OUT_EPOCH)
     kwargs = dict(batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC, score=cfg.GUIDANCE.SCORE, ctx=ctx)
     out = evaluate_synthetic(model, held_out, **kwargs)

@@ -1,6 +1,6 @@
 """The training loop: data, forward, dict of losses summed, backward, step, schedule, log.
 
-Guidance is one entry of the loss dict (see :class:`stal.objective.Objective`), never a
+Guidance is one entry of the loss dict (see :class:`stal.guidance.objective.Objective`), never a
 branch here. Schedules are functions of the global iteration, so a resumed run computes
 the same learning rate and guidance weight as an uninterrupted one. One optimizer step
 sums the gradients of ``accum_steps`` micro-batches (each loss divided by their number);
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
@@ -33,34 +33,6 @@ class PreemptedError(StalError):
     """The run was asked to stop (SIGTERM) and saved a checkpoint to resume from."""
 
     exit_code = 143  # 128 + SIGTERM: what schedulers expect of a terminated job
-
-
-def lr_at(iteration: int, *, iters_per_epoch: int, max_epoch: int, policy: str, base_lr: float,
-          warmup_epochs: float, warmup_start_lr: float, cosine_end_lr: float,
-          steps: Sequence[float] = (), lrs: Sequence[float] = ()) -> float:
-    """Learning rate of optimizer step ``iteration`` (0-based), PySlowFast's policies.
-
-    policy: "constant"; "cosine" from ``base_lr`` at the end of warm-up to ``cosine_end_lr``
-    at the last step; "steps_with_relative_lrs": ``base_lr * lrs[i]`` from epoch ``steps[i]``
-    on (``steps[0]`` = 0). Warm-up: linear from ``warmup_start_lr`` to the policy's rate at
-    the end of warm-up; step i counts as i + 1 steps done (the first step does not waste a
-    zero rate).
-    """
-    total, warmup = max_epoch * iters_per_epoch, round(warmup_epochs * iters_per_epoch)
-
-    def policy_lr(it: int) -> float:
-        if policy == "constant":
-            return base_lr
-        if policy == "steps_with_relative_lrs":
-            epoch = it / iters_per_epoch
-            return base_lr * lrs[max(i for i, s in enumerate(steps) if s <= epoch)]
-        progress = min(1.0, (it - warmup) / max(1, total - warmup))
-        return cosine_end_lr + (base_lr - cosine_end_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    if iteration < warmup:
-        end = policy_lr(warmup)
-        return warmup_start_lr + (end - warmup_start_lr) * (iteration + 1) / warmup
-    return policy_lr(iteration)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

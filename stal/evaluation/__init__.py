@@ -4,9 +4,9 @@
   (CSV reader in :mod:`stal.formats.ava_csv`).
 * :mod:`stal.evaluation.act_map`: UCF101-24 / JHMDB frame-mAP and video-mAP (ACT; YOWO variant).
 * :mod:`stal.evaluation.wsol`: MaxBoxAccV2, GT-known / Top-1 Loc, PxAP.
-* :mod:`stal.evaluation.attribution`: input-gradient diagnostics.
 
-Only the AVA functions are imported here; the other modules load on first use.
+The input-gradient diagnostic (off-target energy) lives with the guidance, in
+:mod:`stal.guidance.attribution`. Only the AVA functions are imported here; the other modules load on first use.
 """
 
 from stal.evaluation.frame_map import (

@@ -1,8 +1,10 @@
-"""Provenance-based input-gradient guidance (DESIGN.md section 5).
+"""Provenance-based input-gradient guidance (DESIGN.md section 5), all of it in this folder.
 
-penalty: R(g, m) and its options; gradients: per-clip / per-source input-gradient rows;
-finite_difference: dR/dtheta without double backward. :class:`stal.objective.Objective`
-puts them together; the held-out metric lives in :mod:`stal.evaluation.attribution`.
+penalty: R(g, m) and its options (GuidanceSpec, the allowed values); gradients: per-clip /
+per-source input-gradient rows; exact: the double-backward mode; finite_difference: dR/dtheta
+without double backward; counterfactual: the prediction shift to a re-rendered clip; cap: the
+gradient-ratio cap; attribution: the off-target energy fraction (also the held-out metric);
+objective: :class:`Objective`, the dispatch over the modes that the trainer calls.
 """
 
 from stal.guidance.penalty import (GuidanceSpec, gradient_penalty, guidance_score, input_gradient_penalty,

@@ -21,6 +21,10 @@ renderings get a gradient, neither is the "teacher"), and on the scale of the ta
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from stal.errors import ConfigError
+from stal.losses import per_roi_task_loss
 
 
 def prediction_shift(logits: torch.Tensor, logits_cf: torch.Tensor, *, loss_func: str) -> torch.Tensor:
@@ -50,3 +54,24 @@ def paired_rois(rois: torch.Tensor | None, batch_size: int) -> torch.Tensor | No
     shifted = rois.clone()
     shifted[:, 0] += batch_size
     return torch.cat([rois, shifted])
+
+
+def counterfactual_losses(model: nn.Module, batch: dict, *, loss_func: str,
+                          guidance_weight: float) -> tuple[dict, dict]:
+    """``{"task", "guidance"}``: task loss on ``clip``, lambda * mean prediction shift to ``clip_cf``.
+
+    Both renderings go through one forward (batch 2B): the same weights and dropout stream for
+    both, and one backward. The penalty is computed (and logged) even while the weight is 0 so
+    that warm-up runs show what they will be penalized for.
+    """
+    if batch.get("clip_cf") is None:
+        raise ConfigError("GUIDANCE.MODE counterfactual needs batch['clip_cf'] (B, 3, T, H, W), the same "
+                          "actors over another background; this training set does not render it")
+    clip, rois, num = batch["clip"], batch["rois"], len(batch["labels"])
+    logits = model(torch.cat([clip, batch["clip_cf"]]), paired_rois(rois, clip.shape[0]))
+    logits, logits_cf = logits[:num], logits[num:]
+    shift = prediction_shift(logits, logits_cf, loss_func=loss_func)
+    penalty = shift.mean() if num else logits.sum() * 0.0
+    task = per_roi_task_loss(logits, batch["labels"], loss_func=loss_func).mean()
+    entry = guidance_weight * penalty if guidance_weight > 0 else guidance_weight * penalty.detach()
+    return {"task": task, "guidance": entry}, {"penalty": float(penalty.detach())}

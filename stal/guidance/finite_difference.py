@@ -40,6 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from stal.guidance.cap import linear_surrogate
+from stal.guidance.gradients import roi_slots
+from stal.guidance.penalty import GuidanceSpec, gradient_penalty
+
 
 def capture_rng(device: torch.device) -> dict:
     """The CPU (and, on CUDA, that device's) RNG state, to replay before an extra forward."""
@@ -221,3 +225,39 @@ def fd_surrogate(*, forward_scores: Callable[[torch.Tensor], torch.Tensor], mode
         total = total + (plus[chosen].sum() - scores[chosen].sum()) / h
         coeff[chosen] = 1.0 / h
     return total, coeff
+
+
+def penalty_direction(grads: torch.Tensor, masks: torch.Tensor, *, spec: GuidanceSpec) -> torch.Tensor:
+    """v = dR/dg at the current g (N, C, T, H, W), detached: the direction of the HVP."""
+    g = grads.detach().requires_grad_(True)
+    (v,) = torch.autograd.grad(gradient_penalty(g, masks, spec=spec)[0], g)
+    return v.detach()
+
+
+def fd_entry(*, forward_scores: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, clip: torch.Tensor,
+             scores: torch.Tensor, grads: torch.Tensor, masks: torch.Tensor, batch_index: torch.Tensor,
+             penalty: torch.Tensor, spec: GuidanceSpec, rng_state: dict,
+             pattern: KinkPattern | None) -> torch.Tensor:
+    """penalty.detach() + (S - S.detach()), S the finite-difference surrogate: value R, gradient dR/dtheta."""
+    slots = roi_slots(batch_index) if spec.region == "per_source" else None
+    s, _ = fd_surrogate(forward_scores=forward_scores, model=model, clip=clip, scores=scores,
+                        v_rows=penalty_direction(grads, masks, spec=spec), batch_index=batch_index, slots=slots,
+                        fd_step=spec.fd_step, rng_state=rng_state, pattern=pattern)
+    return penalty.detach() + (s - s.detach())
+
+
+def fd_fast_entries(*, forward_scores: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
+                    clip: torch.Tensor, scores: torch.Tensor, grads: torch.Tensor, masks: torch.Tensor,
+                    batch_index: torch.Tensor, params: list, g_params: list, penalty: torch.Tensor,
+                    weight: float, task: torch.Tensor, spec: GuidanceSpec, rng_state: dict,
+                    pattern: KinkPattern | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(task, guidance) entries when g_params = grad_theta s(x) is known and s = R * L_task
+    (REGION union, SCORE task_loss): L_task's gradient is g_params / R and the FD base term
+    -g_params / h, both as linear surrogates, so the trainer's backward only runs through the
+    extra forward's graph."""
+    s, coeff = fd_surrogate(forward_scores=forward_scores, model=model, clip=clip, scores=scores.detach(),
+                            v_rows=penalty_direction(grads, masks, spec=spec), batch_index=batch_index,
+                            slots=None, fd_step=spec.fd_step, rng_state=rng_state, pattern=pattern)
+    inv_h = float(coeff[0])  # union: one step for the whole batch
+    entry = weight * (penalty.detach() + (s - s.detach()) - inv_h * linear_surrogate(params, g_params))
+    return task.detach() + linear_surrogate(params, g_params) / len(scores), entry

@@ -42,10 +42,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from stal.evaluation.attribution import energy_fraction
+from stal.guidance.attribution import energy_fraction
 from stal.losses import per_roi_task_loss
 
-_CHOICES = {
+# Allowed values of each option; config validation (stal.config.load) reads this one list.
+CHOICES = {
     "score": ("task_loss", "logprob", "logit"),
     "norm": ("none", "count", "ratio"),
     "p": ("l2", "l1"),
@@ -75,7 +76,7 @@ class GuidanceSpec:
     max_ratio: float = 0.0  # cap ||grad(lambda R)|| <= max_ratio ||grad L_task||; 0: off
 
     def __post_init__(self):
-        for name, choices in _CHOICES.items():
+        for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"guidance {name} must be one of {list(choices)}, got {getattr(self, name)!r}")
         if min(self.tolerance, self.tolerance_frames, self.lowpass) < 0 or self.temporal_decay < 0 \

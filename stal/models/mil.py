@@ -63,7 +63,7 @@ class MILDetector(nn.Module):
         voxels of the source that carries clip b's label).
     """
 
-    clip_level = True  # one output row per clip, not per box (read by stal.objective)
+    clip_level = True  # one output row per clip, not per box (read by stal.guidance.objective)
 
     def __init__(self, *, detector: nn.Module, pooling: str = "max", lse_r: float = 5.0) -> None:
         super().__init__()

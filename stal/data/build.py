@@ -1,0 +1,331 @@
+"""Dataset builders: the config's TRAIN/TEST.DATASET mapped onto the dataset classes of this package.
+
+Like every ``build_*`` module this reads the config and passes explicit keyword arguments on.
+A dataset kind is one builder and one line in :data:`TRAIN_DATASETS` / :data:`TEST_DATASETS`
+(config validation takes its allowed values from those dicts). Train builders return a
+``torch.utils.data.Dataset`` of training items (layout of :mod:`stal.data.batch`); test builders
+return the evaluated split ``{"dataset", "gt", "labelmap", "excluded"}`` (frame-mAP) or, for
+the image tasks, ``{metric prefix: WsolEvalDataset}``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+from fvcore.common.config import CfgNode
+
+from stal.data import images
+from stal.data.act import act_keyframe_dataset, index_paths
+from stal.data.ava import AvaKeyframeDataset
+from stal.data.cub import CubDataset, read_cub
+from stal.data.synthesized import DemoSynthesisDataset, SynthesisDataset
+from stal.data.weak import WeakSynthesisDataset
+from stal.demo import banks
+from stal.demo.images import ensure_image_demo, load_image_demo
+from stal.demo.video import DemoPaths, ensure_demo_data
+from stal.errors import ConfigError, DataError
+from stal.evaluation.wsol import gt_boxes_inclusive
+from stal.formats.ava import AvaTable, read_ava_csv, read_box_list, read_excluded, read_labelmap
+from stal.io.images import read_image
+from stal.synthesis import backgrounds as bgs, mixing, paste, placement, transforms, tube_bank
+
+_TABLE_FIELDS = ("video", "timestamp", "boxes", "action", "extra")
+
+
+def counterfactual_enabled(cfg: CfgNode) -> bool:
+    """Whether training items must carry the background-swapped rendering ``clip_cf``."""
+    return bool(cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.MODE == "counterfactual")
+
+
+# --- the embedded demos -------------------------------------------------------------------
+
+def demo_data(cfg: CfgNode) -> DemoPaths:
+    """Generate (first use) or find the demo dataset of DEMO.SEED."""
+    return ensure_demo_data(
+        root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE,
+        tubes_per_class=cfg.DEMO.TUBES_PER_CLASS, backgrounds_per_scene=cfg.DEMO.BACKGROUNDS_PER_SCENE,
+        test_videos=cfg.DEMO.TEST_VIDEOS, test_keyframes=cfg.DEMO.TEST_KEYFRAMES, fps=cfg.DEMO.FPS,
+        max_actors=cfg.SYNTHESIS.ACTORS_MAX, pose_randomness=cfg.DEMO.POSE_RANDOMNESS)
+
+
+def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, counterfactual: bool = False):
+    """Demo clips synthesized from the bank with the training synthesis policy; with
+    ``counterfactual`` each item also carries the background-swapped rendering ``clip_cf``."""
+    return DemoSynthesisDataset(
+        bank_path=demo_data(cfg).bank, length=length, seed=seed, num_frames=cfg.DATA.NUM_FRAMES,
+        actors_min=cfg.SYNTHESIS.ACTORS_MIN, actors_max=cfg.SYNTHESIS.ACTORS_MAX,
+        scene_bias=cfg.SYNTHESIS.SCENE_BIAS, mean=cfg.DATA.MEAN, std=cfg.DATA.STD,
+        counterfactual=counterfactual)
+
+
+def image_demo_path(cfg: CfgNode) -> str:
+    """The image demo file of DEMO.SEED (generated on first use, see stal.demo.images)."""
+    i = cfg.IMAGE
+    return ensure_image_demo(root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE,
+                             num_classes=cfg.MODEL.NUM_CLASSES, scenes_per_class=i.DEMO_SCENES_PER_CLASS,
+                             val_images=i.DEMO_VAL_IMAGES, test_images=i.DEMO_TEST_IMAGES)
+
+
+# --- synthesis from banks -----------------------------------------------------------------
+
+def _bank_sources(cfg: CfgNode):
+    """(tube source, background source): the SYNTHESIS.* banks, or the demo's procedural
+    actors / scenes where a bank path is empty."""
+    s, T = cfg.SYNTHESIS, cfg.DATA.NUM_FRAMES
+    tubes = (tube_bank.TubeBank(s.TUBE_BANK) if s.TUBE_BANK else
+             banks.demo_tubes(seed=cfg.DEMO.SEED, per_class=4, num_frames=max(T, 16),
+                              pose_randomness=cfg.DEMO.POSE_RANDOMNESS))
+    motion = bgs.CameraMotion(prob=s.CAMERA_MOTION_PROB, pan=s.CAMERA_PAN, zoom=s.CAMERA_ZOOM)
+    backgrounds = (bgs.BackgroundBank(s.BACKGROUND_BANK, min_scale=s.BACKGROUND_MIN_SCALE, motion=motion)
+                   if s.BACKGROUND_BANK else
+                   banks.demo_backgrounds(seed=cfg.DEMO.SEED, per_scene=2, num_frames=T, size=cfg.DATA.CROP_SIZE))
+    return tubes, backgrounds
+
+
+def _synthesis_transforms(cfg: CfgNode) -> list:
+    """The provenance-aligned clip transforms of SYNTHESIS.CROP_SCALE_MIN / HFLIP_PROB."""
+    s, size = cfg.SYNTHESIS, cfg.DATA.CROP_SIZE
+    steps = []
+    if s.CROP_SCALE_MIN < 1.0:
+        steps.append(lambda x, rng: transforms.random_resized_crop(x, rng, size=(size, size),
+                                                                   scale=(s.CROP_SCALE_MIN, 1.0)))
+    if s.HFLIP_PROB > 0:
+        steps.append(lambda x, rng: transforms.hflip(x, rng, prob=s.HFLIP_PROB))
+    return steps
+
+
+def build_synthesizer(cfg: CfgNode):
+    """(synthesizer, transforms): the SYNTHESIS.* synthesizer (tube bank over background bank,
+    optionally mixed) and its provenance-aligned transforms."""
+    s, T, size = cfg.SYNTHESIS, cfg.DATA.NUM_FRAMES, cfg.DATA.CROP_SIZE
+    tubes, backgrounds = _bank_sources(cfg)
+    spec = placement.PlacementSpec(
+        actors_min=s.ACTORS_MIN, actors_max=s.ACTORS_MAX, scale_min=s.SCALE_MIN, scale_max=s.SCALE_MAX,
+        trajectory=s.TRAJECTORY, max_drift=s.MAX_DRIFT, partial_prob=s.PARTIAL_PROB, keep_inside=s.KEEP_INSIDE,
+        flip_prob=s.FLIP_PROB, occlusion=s.OCCLUSION, strict_length=s.STRICT_LENGTH)
+    synth = paste.PasteSynthesizer(
+        tubes=tubes, backgrounds=backgrounds, placement=spec, num_frames=T, height=size, width=size,
+        num_classes=cfg.MODEL.NUM_CLASSES, multi_label=s.MULTI_LABEL, edge=s.EDGE, feather_radius=s.FEATHER_RADIUS,
+        colour_match=s.COLOUR_MATCH, interpolation=s.INTERPOLATION, clip_dtype="uint8")
+    if s.MIXER != "none":
+        dur = (1.0, 1.0) if s.MIXER == "cutmix" else (s.MIX_DURATION_MIN, s.MIX_DURATION_MAX)
+        # Weak supervision (MIL) labels clips from their actors, so every actor stays a source.
+        mixer = mixing.CuboidMix(area_min=s.MIX_AREA_MIN, area_max=s.MIX_AREA_MAX, duration_min=dur[0],
+                                 duration_max=dur[1], num_classes=cfg.MODEL.NUM_CLASSES,
+                                 keep_sources=bool(cfg.MODEL.MIL_POOLING))
+        synth = mixing.MixingSynthesizer(source=synth, mixer=mixer)
+    return synth, _synthesis_transforms(cfg)
+
+
+# --- AVA and the ACT-derived datasets -----------------------------------------------------
+
+def _ava_path(cfg: CfgNode, name: str) -> str:
+    path = os.path.join(cfg.AVA.ANNOTATION_DIR, name)
+    if not os.path.isfile(path):
+        raise DataError(f"AVA file not found: {path}. Put the AVA v2.2 annotation files in AVA.ANNOTATION_DIR "
+                        f"(docs/datasets.md), or make an AVA-format dataset from your own videos with "
+                        f"python data_prep/videos_to_ava.py --videos DIR --annotations BOXES.csv --out ROOT")
+    return path
+
+
+# TRAIN/TEST.DATASET names read from an ACT index (stal.data.act): config section, preparing tool.
+_ACT_DATASETS = {"ucf24": ("UCF24", "data_prep/ucf24_from_act.py"), "jhmdb": ("JHMDB", "data_prep/jhmdb_from_act.py")}
+
+
+def _act_paths(cfg: CfgNode, name: str) -> dict[str, str]:
+    """Index files of the ACT-derived dataset ``name``; a missing one names the tool that writes it."""
+    section, tool = _ACT_DATASETS[name]
+    root, split = cfg[section].ROOT, cfg[section].SPLIT
+    paths = index_paths(root, split)
+    for key in ("frames", "train", "test", "labelmap"):
+        if not os.path.exists(paths[key]):
+            raise DataError(f"{name} data not found: {paths[key]}. Prepare it with python {tool} --root {root} "
+                            f"--split {split} (docs/datasets.md)")
+    return paths
+
+
+def _act_dataset(cfg: CfgNode, name: str, *, train: bool):
+    """Per-frame dataset of UCF101-24 / JHMDB: training ground truth, or the test boxes unlabelled."""
+    paths = _act_paths(cfg, name)
+    return act_keyframe_dataset(
+        frame_dir=paths["frames"], table=read_ava_csv(paths["train" if train else "boxes"]),
+        num_frames=cfg.DATA.NUM_FRAMES, sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE,
+        mean=cfg.DATA.MEAN, std=cfg.DATA.STD, num_classes=cfg.MODEL.NUM_CLASSES if train else None)
+
+
+def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score_thresh: float):
+    """AVA keyframes over the box lists ``csv_names`` (training ground truth, or test person boxes
+    kept above ``score_thresh``)."""
+    # read_box_list: CSVs, or mmaction2 proposal pickles (.pkl) for the test person boxes.
+    tables = [read_box_list(_ava_path(cfg, n)) for n in csv_names]
+    table = AvaTable(**{f: np.concatenate([getattr(t, f) for t in tables]) for f in _TABLE_FIELDS})
+    if not with_labels:
+        keep = table.extra >= score_thresh
+        table = AvaTable(**{f: getattr(table, f)[keep] for f in _TABLE_FIELDS})
+    if not cfg.AVA.VIDEO_DIR and not os.path.isdir(cfg.AVA.FRAME_DIR):
+        raise DataError(f"AVA frame directory not found: {cfg.AVA.FRAME_DIR}. Extract frames with "
+                        f"python data_prep/extract_frames.py --videos VIDEO_DIR --out {cfg.AVA.FRAME_DIR}")
+    excl = os.path.join(cfg.AVA.ANNOTATION_DIR, cfg.AVA.EXCLUSION_FILE)
+    return AvaKeyframeDataset(
+        frame_dir=cfg.AVA.FRAME_DIR, table=table, fps=cfg.AVA.FPS, num_frames=cfg.DATA.NUM_FRAMES,
+        sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE, mean=cfg.DATA.MEAN,
+        std=cfg.DATA.STD, num_classes=cfg.MODEL.NUM_CLASSES if with_labels else None,
+        excluded=read_excluded(excl) if os.path.isfile(excl) and not with_labels else None,
+        video_dir=cfg.AVA.VIDEO_DIR or None)
+
+
+# --- image tasks (one-frame clips) --------------------------------------------------------
+
+def _image_train_source(cfg: CfgNode):
+    """The labelled images of TRAIN.DATASET image_demo / cub / imagefolder."""
+    name, size = cfg.TRAIN.DATASET, cfg.DATA.CROP_SIZE
+    if name == "image_demo":
+        return images.DemoImageSource(scenes=load_image_demo(image_demo_path(cfg))["train_scenes"],
+                                      scene_bias=cfg.SYNTHESIS.SCENE_BIAS)
+    if name == "cub":
+        classes, items = read_cub(cfg.IMAGE.ROOT)
+        train = [im for im in items if im.is_train]
+        paths = [os.path.join(cfg.IMAGE.ROOT, "images", im.path) for im in train]
+        labels = [im.label for im in train]
+    else:
+        classes, paths, labels = images.read_image_folder(os.path.join(cfg.IMAGE.ROOT, "train"))
+    return images.FileImageSource(paths=paths, labels=labels, num_classes=len(classes), size=size,
+                                  hflip_prob=cfg.IMAGE.HFLIP_PROB)
+
+
+def build_image_train_dataset(cfg: CfgNode):
+    """CutMix training items over the TRAIN.DATASET images (layout of stal.data.images)."""
+    source = _image_train_source(cfg)
+    if source.num_classes != cfg.MODEL.NUM_CLASSES:
+        raise DataError(f"{cfg.TRAIN.DATASET} has {source.num_classes} classes but MODEL.NUM_CLASSES is "
+                        f"{cfg.MODEL.NUM_CLASSES}")
+    return images.CutMixImageDataset(
+        source=source, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH, seed=cfg.RNG_SEED, mix_prob=cfg.IMAGE.MIX_PROB,
+        area_min=cfg.SYNTHESIS.MIX_AREA_MIN, area_max=cfg.SYNTHESIS.MIX_AREA_MAX, provenance=cfg.IMAGE.PROVENANCE,
+        counterfactual=counterfactual_enabled(cfg), mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+
+
+def _image_demo_eval(cfg: CfgNode) -> dict:
+    path, mean, std = image_demo_path(cfg), cfg.DATA.MEAN, cfg.DATA.STD
+    return {"val_": images.demo_eval_dataset(path, split="val", mean=mean, std=std),
+            "": images.demo_eval_dataset(path, split="test", mean=mean, std=std)}
+
+
+def _cub_eval(cfg: CfgNode) -> dict:
+    size, mean, std = cfg.DATA.CROP_SIZE, cfg.DATA.MEAN, cfg.DATA.STD
+    cub = CubDataset(root=cfg.IMAGE.ROOT, train=False, crop_size=size, mean=mean, std=std)
+    root = os.path.join(cfg.IMAGE.ROOT, "images")
+    return {"": images.WsolEvalDataset(
+        images=lambda i: read_image(os.path.join(root, cub.images[i].path), size=size),
+        labels=[im.label for im in cub.images], mean=mean, std=std,
+        boxes=[gt_boxes_inclusive(cub[i]["boxes"].numpy()) for i in range(len(cub))])}
+
+
+def _image_folder_eval(cfg: CfgNode) -> dict:
+    """An image folder's val/ split: classification only (no boxes)."""
+    classes, _, _ = images.read_image_folder(os.path.join(cfg.IMAGE.ROOT, "train"))
+    _, paths, labels = images.read_image_folder(os.path.join(cfg.IMAGE.ROOT, "val"), classes=classes)
+    return {"": images.WsolEvalDataset(images=lambda i: read_image(paths[i], size=cfg.DATA.CROP_SIZE),
+                                       labels=labels, boxes=[np.zeros((0, 4), np.int64)] * len(paths),
+                                       mean=cfg.DATA.MEAN, std=cfg.DATA.STD)}
+
+
+# --- the dispatch -------------------------------------------------------------------------
+
+def _demo_train(cfg: CfgNode):
+    return build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
+                                   counterfactual=counterfactual_enabled(cfg))
+
+
+def _synthesis_train(cfg: CfgNode):
+    synth, steps = build_synthesizer(cfg)
+    return SynthesisDataset(synthesizer=synth, transforms=steps, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
+                            seed=cfg.RNG_SEED, mean=cfg.DATA.MEAN, std=cfg.DATA.STD,
+                            counterfactual=counterfactual_enabled(cfg))
+
+
+def _ava_train(cfg: CfgNode):
+    return _ava_dataset(cfg, list(cfg.AVA.TRAIN_GT_BOX_LISTS), with_labels=True, score_thresh=0.0)
+
+
+def build_weak_train_dataset(cfg: CfgNode):
+    """Clip-level labels for a MIL detector (MODEL.MIL_POOLING): synthesized clips in the weak
+    layout of :mod:`stal.data.weak` (one label row per clip; the actors' boxes are proposals)."""
+    if cfg.TRAIN.DATASET != "synthesis":
+        raise ConfigError(f"MODEL.MIL_POOLING {cfg.MODEL.MIL_POOLING} trains on clip-level labels, which "
+                          f"TRAIN.DATASET synthesis provides; TRAIN.DATASET {cfg.TRAIN.DATASET} labels boxes")
+    if counterfactual_enabled(cfg):
+        raise ConfigError("GUIDANCE.MODE counterfactual is not implemented for MODEL.MIL_POOLING; use exact or fd")
+    if cfg.TEST.ENABLE and cfg.TEST.DATASET in _ACT_DATASETS:
+        _act_paths(cfg, cfg.TEST.DATASET)  # a missing test index fails now, not after training
+    synth, steps = build_synthesizer(cfg)
+    return WeakSynthesisDataset(synthesizer=synth, transforms=steps, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
+                                seed=cfg.RNG_SEED, num_classes=cfg.MODEL.NUM_CLASSES, mean=cfg.DATA.MEAN,
+                                std=cfg.DATA.STD)
+
+
+def _demo_test(cfg: CfgNode) -> dict:
+    paths = demo_data(cfg)
+    dataset = AvaKeyframeDataset(
+        frame_dir=paths.frames, table=read_ava_csv(paths.person_boxes_csv), fps=cfg.DEMO.FPS,
+        num_frames=cfg.DATA.NUM_FRAMES, sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE,
+        mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+    return {"dataset": dataset, "gt": read_ava_csv(paths.gt_csv),
+            "labelmap": read_labelmap(paths.labelmap), "excluded": set()}
+
+
+def _act_test(cfg: CfgNode) -> dict:
+    paths = _act_paths(cfg, cfg.TEST.DATASET)
+    return {"dataset": _act_dataset(cfg, cfg.TEST.DATASET, train=False), "gt": read_ava_csv(paths["test"]),
+            "labelmap": read_labelmap(paths["labelmap"]), "excluded": set()}
+
+
+def _ava_test(cfg: CfgNode) -> dict:
+    dataset = _ava_dataset(cfg, list(cfg.AVA.TEST_PREDICT_BOX_LISTS), with_labels=False,
+                           score_thresh=cfg.AVA.DETECTION_SCORE_THRESH)
+    excl = os.path.join(cfg.AVA.ANNOTATION_DIR, cfg.AVA.EXCLUSION_FILE)
+    return {"dataset": dataset, "gt": read_ava_csv(_ava_path(cfg, cfg.AVA.GROUNDTRUTH_FILE)),
+            "labelmap": read_labelmap(_ava_path(cfg, cfg.AVA.LABEL_MAP_FILE)),
+            "excluded": read_excluded(excl) if os.path.isfile(excl) else set()}
+
+
+# TRAIN.DATASET -> builder of the training dataset (MODEL.MIL_POOLING wraps "synthesis" instead).
+TRAIN_DATASETS: dict[str, Callable[[CfgNode], object]] = {
+    "demo": _demo_train,
+    "ava": _ava_train,
+    "ucf24": lambda cfg: _act_dataset(cfg, "ucf24", train=True),
+    "jhmdb": lambda cfg: _act_dataset(cfg, "jhmdb", train=True),
+    "synthesis": _synthesis_train,
+    "image_demo": build_image_train_dataset,
+    "cub": build_image_train_dataset,
+    "imagefolder": build_image_train_dataset,
+}
+# TEST.DATASET -> builder of the evaluated split (frame-mAP splits).
+FRAME_MAP_TEST_DATASETS: dict[str, Callable[[CfgNode], dict]] = {
+    "demo": _demo_test, "ava": _ava_test, "ucf24": _act_test, "jhmdb": _act_test}
+# TEST.DATASET -> {metric prefix: WsolEvalDataset} (image tasks: CAM localization metrics).
+IMAGE_TEST_DATASETS: dict[str, Callable[[CfgNode], dict]] = {
+    "image_demo": _image_demo_eval, "cub": _cub_eval, "imagefolder": _image_folder_eval}
+TEST_DATASETS = {**FRAME_MAP_TEST_DATASETS, **IMAGE_TEST_DATASETS}
+# TRAIN/TEST.DATASET values of the image tasks (one-frame clips, CutMix, CAM evaluation).
+IMAGE_DATASETS = tuple(IMAGE_TEST_DATASETS)
+
+
+def build_train_dataset(cfg: CfgNode):
+    """The training dataset of TRAIN.DATASET (the weak layout when MODEL.MIL_POOLING is set)."""
+    if cfg.MODEL.MIL_POOLING:
+        return build_weak_train_dataset(cfg)
+    return TRAIN_DATASETS[cfg.TRAIN.DATASET](cfg)
+
+
+def build_test_split(cfg: CfgNode) -> dict:
+    """The evaluated frame-mAP split: keyframe dataset over person boxes, ground truth, label map, exclusions."""
+    return FRAME_MAP_TEST_DATASETS[cfg.TEST.DATASET](cfg)
+
+
+def build_image_eval_splits(cfg: CfgNode) -> dict:
+    """{metric prefix: WsolEvalDataset}: the image demo's "val_" and "" (test) splits, CUB's test
+    images, or an image folder's val/ (classification only: no boxes)."""
+    return IMAGE_TEST_DATASETS[cfg.TEST.DATASET](cfg)
