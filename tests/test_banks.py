@@ -9,7 +9,7 @@ import pytest
 from stal.errors import DataError
 from stal.io.video import read_video_frames
 from stal.synthesis.backgrounds import BackgroundBank, CameraMotion
-from stal.synthesis.extraction import SubtractionSpec, extract_tubes, label_components
+from stal.synthesis.extraction import SubtractionSpec, extract_tubes
 from stal.synthesis.generated import encode_video, static_camera_frames
 from stal.synthesis.paste import ArrayBackgrounds, PasteSynthesizer
 from stal.synthesis.placement import PlacementSpec
@@ -25,17 +25,6 @@ def walking_video(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("video") / "walk.mp4")
     encode_video(path, frames)
     return path, background, masks
-
-
-def test_label_components_matches_8_connectivity():
-    mask = np.zeros((2, 8, 10), bool)
-    mask[0, 1:3, 1:3] = True
-    mask[0, 3, 3] = True  # diagonal neighbour: same component
-    mask[0, 6, 6:9] = True
-    mask[1, 0, :] = True
-    labels = label_components(mask)
-    assert len(np.unique(labels[0][mask[0]])) == 2 and labels[0, 1, 1] == labels[0, 3, 3]
-    assert len(np.unique(labels[1][mask[1]])) == 1 and (labels[~mask] == 0).all()
 
 
 def _dilate(mask, r):

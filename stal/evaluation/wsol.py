@@ -38,6 +38,8 @@ from typing import Optional
 
 import numpy as np
 
+from stal.masks import component_boxes
+
 CAM_THRESHOLDS = np.arange(0, 1, 0.01)  # exactly the reference's list (float steps included)
 IOU_THRESHOLDS = (30, 50, 70)
 
@@ -76,70 +78,21 @@ def scoremap_boxes(scoremap: np.ndarray, thresholds: np.ndarray = CAM_THRESHOLDS
 
 def _mask_boxes(mask: np.ndarray, *, multi_contour: bool) -> np.ndarray:
     height, width = mask.shape
-    boxes, sizes = _component_boxes(mask, eight_connected=True)
+    boxes, sizes = component_boxes(mask, connectivity=8)
     if len(boxes) == 0:
         return np.zeros((1, 4), dtype=np.int64)
     if not multi_contour:
         boxes = boxes[[int(np.argmax(sizes))]]
     else:
-        holes, _ = _component_boxes(~mask, eight_connected=False, drop_border=True)
+        holes, _ = component_boxes(~mask, connectivity=4)
+        inner = (holes[:, 0] > 0) & (holes[:, 1] > 0) & (holes[:, 2] < width - 1) & (holes[:, 3] < height - 1)
+        holes = holes[inner]  # holes touching the border are outside, not holes
         if len(holes):
             boxes = np.concatenate([boxes, holes + np.array([-1, -1, 1, 1])])
     # contour box (x, y, w, h) -> (x, y, x + w, y + h), clipped as the reference does
     x1 = np.minimum(boxes[:, 2] + 1, width - 1)
     y1 = np.minimum(boxes[:, 3] + 1, height - 1)
     return np.stack([boxes[:, 0], boxes[:, 1], x1, y1], axis=1).astype(np.int64)
-
-
-def _component_boxes(mask: np.ndarray, *, eight_connected: bool,
-                     drop_border: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Inclusive pixel boxes (C, 4) ``xmin, ymin, xmax, ymax`` and pixel counts (C,) of the
-    connected components of ``mask``, in order of their first pixel (row-major)."""
-    height, width = mask.shape
-    padded = np.zeros((height, width + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    step = np.diff(padded, axis=1)
-    row, start = np.nonzero(step == 1)
-    end = np.nonzero(step == -1)[1] - 1  # inclusive; nonzero is row-major, so runs pair up
-    if len(row) == 0:
-        return np.empty((0, 4), np.int64), np.empty(0, np.int64)
-    stride = width + 2  # keys of different rows never overlap
-    reach = 1 if eight_connected else 0
-    start_key, end_key = row * stride + start, row * stride + end
-    lo = np.searchsorted(end_key, (row - 1) * stride + start - reach, side="left")
-    hi = np.searchsorted(start_key, (row - 1) * stride + end + reach, side="right")
-    n_links = np.maximum(hi - lo, 0)
-    a = np.repeat(np.arange(len(row)), n_links)
-    b = np.repeat(lo - (np.cumsum(n_links) - n_links), n_links) + np.arange(len(a))
-    label = _union_labels(len(row), a, b)
-    _, component = np.unique(label, return_inverse=True)  # label = smallest run index: row-major order
-    count = component.max() + 1
-    boxes = np.empty((count, 4), dtype=np.int64)
-    boxes[:, 0], boxes[:, 1] = width, height
-    boxes[:, 2:] = -1
-    np.minimum.at(boxes[:, 0], component, start)
-    np.minimum.at(boxes[:, 1], component, row)
-    np.maximum.at(boxes[:, 2], component, end)
-    np.maximum.at(boxes[:, 3], component, row)
-    sizes = np.bincount(component, weights=end - start + 1).astype(np.int64)
-    if drop_border:
-        inner = (boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 2] < width - 1) & (boxes[:, 3] < height - 1)
-        boxes, sizes = boxes[inner], sizes[inner]
-    return boxes, sizes
-
-
-def _union_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Smallest node index of each node's component, for the undirected edges (a, b)."""
-    label = np.arange(n)
-    while True:
-        low = np.minimum(label[a], label[b])
-        new = label.copy()
-        np.minimum.at(new, a, low)
-        np.minimum.at(new, b, low)
-        new = new[new]  # pointer jumping
-        if np.array_equal(new, label):
-            return label
-        label = new
 
 
 def multiple_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stal.io.video import decode_with_times
 from stal.errors import DataError
+from stal.io.video import decode_with_times
+from stal.masks import label_components
 
 
 @dataclass(frozen=True)
@@ -66,55 +67,6 @@ def foreground_masks(frames: np.ndarray, plate: np.ndarray, spec: SubtractionSpe
     m = _dilate(_erode(m, spec.open_radius), spec.open_radius)
     m = _erode(_dilate(m, spec.close_radius), spec.close_radius)
     return m[:, 0].numpy() > 0.5
-
-
-def label_components(mask: np.ndarray) -> np.ndarray:
-    """int64 (N, H, W): 8-connected components per frame, 0 = background.
-
-    Run-based: the horizontal runs of each row are the nodes, runs of consecutive rows of the
-    same frame that touch (diagonals included) are the edges, and components are found by
-    min-label propagation with pointer jumping over that small graph. Labels are unique
-    over the whole stack (1-based, in no particular order).
-    """
-    N, H, W = mask.shape
-    rows = np.zeros((N * H, W + 2), np.int8)
-    rows[:, 1:-1] = mask.reshape(N * H, W)
-    step = np.diff(rows, axis=1)
-    r, start = np.nonzero(step == 1)  # run i covers columns [start[i], end[i]) of row r[i]
-    _, end = np.nonzero(step == -1)
-    out = np.zeros(N * H * W, np.int64)
-    if r.size == 0:
-        return out.reshape(N, H, W)
-    a, b = _touching_runs(r, start, end, W, H)
-    lab = np.arange(r.size)
-    while True:
-        low = np.minimum(lab[a], lab[b])
-        new = lab.copy()
-        np.minimum.at(new, a, low)
-        np.minimum.at(new, b, low)
-        new = new[new]  # pointer jumping: take the label of the run my label names
-        if np.array_equal(new, lab):
-            break
-        lab = new
-    lengths = end - start
-    first = np.cumsum(lengths) - lengths
-    pos = np.repeat(r * W + start - first, lengths) + np.arange(lengths.sum())
-    out[pos] = np.repeat(lab + 1, lengths)
-    return out.reshape(N, H, W)
-
-
-def _touching_runs(r: np.ndarray, start: np.ndarray, end: np.ndarray, W: int, H: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (a, b) of runs where run b's row follows run a's in the same frame and
-    their column ranges touch with 8-connectivity (start_a <= end_b and end_a >= start_b)."""
-    stride = W + 2  # row-major keys: runs of a row are sorted and disjoint
-    key_start, key_end = r * stride + start, r * stride + end
-    prev = r - 1
-    lo = np.searchsorted(key_end, prev * stride + start, side="left")
-    hi = np.searchsorted(key_start, prev * stride + end, side="right")
-    count = np.where(r % H == 0, 0, np.maximum(hi - lo, 0))
-    b = np.repeat(np.arange(r.size), count)
-    a = np.repeat(lo, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    return a, b
 
 
 def _components(labels: np.ndarray, min_area: int) -> list[dict[int, tuple[int, int, int, int]]]:
@@ -231,7 +183,7 @@ def extract_tubes(path: str, spec: SubtractionSpec, *, stride: int = 1, max_fram
         block = np.stack(chunk)
         if block.shape[1:] != plate.shape:
             raise DataError(f"{path}: frames are {block.shape[1:3]}, the background plate is {plate.shape[:2]}")
-        labels = label_components(foreground_masks(block, plate, spec))
+        labels, _ = label_components(foreground_masks(block, plate, spec), connectivity=8)
         comps = _components(labels, spec.min_area)
         for rgb, alpha, t0, box in cut_tubes(block, labels, track_components(comps, spec.iou), comps, spec):
             yield {"rgb": rgb, "alpha": alpha, "start": (offset + t0) * stride, "box": box}
