@@ -3,9 +3,9 @@
 import check_dataset
 import ucf24_from_act
 import videos_to_ava
-from test_datasets_act import _make
-from test_datasets_ava import _own_videos
-from test_datasets_cub import make_cub
+from test_data_act import _make
+from test_data_ava import _own_videos
+from test_data_cub import make_cub
 
 
 def test_ava_clean_then_each_defect(tmp_path, capsys):

@@ -57,7 +57,7 @@ def test_roi_align_gradgradcheck() -> None:
     assert torch.autograd.gradgradcheck(fn, (features,))
 
 
-# Every registered model: tests/test_model_registry.py.
+# Every registered model: tests/test_models_registry.py.
 
 
 def test_unknown_model_name() -> None:

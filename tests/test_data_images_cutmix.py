@@ -123,7 +123,7 @@ def test_class_id_outside_the_label_set_is_an_error(tmp_path):
 
 
 def test_cub_negative_width_and_unknown_class_are_errors(tmp_path):
-    from test_datasets_cub import make_cub
+    from test_data_cub import make_cub
     from stal.data.cub import read_cub
 
     make_cub(tmp_path)

@@ -8,7 +8,7 @@ import pytest
 
 import train_net
 import ucf24_from_act
-from test_datasets_act import _make
+from test_data_act import _make
 
 
 @pytest.mark.parametrize("config,missing,tool", [

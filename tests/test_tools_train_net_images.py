@@ -50,7 +50,7 @@ def test_image_demo_is_deterministic_atomic_and_unbiased_in_test(tmp_path):
 
 def test_cub_and_image_folder_configs_train_end_to_end(repo_root, tmp_path):
     from _data_fixtures import write_jpegs
-    from test_datasets_cub import make_cub
+    from test_data_cub import make_cub
 
     make_cub(tmp_path / "cub")
     for split, values in (("train", [40, 200]), ("val", [60, 180])):
