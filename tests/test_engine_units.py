@@ -69,7 +69,7 @@ def test_global_batches_do_not_depend_on_processes_or_accumulation():
 def test_mixed_precision_step_on_cpu(tmp_path, precision):
     """One guided optimizer step under autocast: finite, and close to float32."""
     from stal.engine import builders
-    from stal.engine.run import _build_trainer
+    from stal.engine.loop import build_trainer
 
     records = {}
     for mode in ("fp32", precision):
@@ -77,7 +77,7 @@ def test_mixed_precision_step_on_cpu(tmp_path, precision):
                        ["DEMO.ROOT", str(tmp_path / "data"), "TRAIN.MIXED_PRECISION", mode])
         torch.manual_seed(0)
         model = builders.build_model(cfg)
-        trainer = _build_trainer(cfg, DistContext(), model, model, iters_per_epoch=2)
+        trainer = build_trainer(cfg, DistContext(), model, model, iters_per_epoch=2)
         loader = builders.build_train_loader(cfg)
         records[mode] = trainer.run_step([next(iter(loader))])
     low, ref = records[precision], records["fp32"]
