@@ -31,6 +31,7 @@ import numpy as np
 
 from stal.errors import DataError
 from stal.io.atomic import atomic_open
+from stal.io.safe_pickle import load_pickle
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -90,15 +91,12 @@ class ActAnnotations:
 
 
 def read_act_pickle(path: PathLike) -> ActAnnotations:
-    """Load and validate an ACT ground-truth pickle (Python 2 pickles are read as latin1)."""
+    """Load and validate an ACT ground-truth pickle (restricted unpickler: containers and numpy
+    arrays only, see :mod:`stal.io.safe_pickle`; Python 2 pickles are read as latin1)."""
     path = Path(path)
     if not path.is_file():
         raise ActFormatError(f"{path}: file not found (expected an ACT ground-truth pickle)")
-    try:
-        with open(path, "rb") as f:
-            raw = pickle.load(f, encoding="latin1")
-    except Exception as exc:  # pickle raises many unrelated types on corrupt input
-        raise ActFormatError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+    raw = load_pickle(path, what="an ACT ground-truth pickle", error=ActFormatError)
     return parse_act_dict(raw, source=str(path))
 
 

@@ -42,6 +42,7 @@ from stal.errors import DataError
 from stal.formats.ava_csv import (AvaFormatError, VideoVocab, boxes_valid, parse_int_field, read_box_csv,
                                    valid_video_id)
 from stal.io.atomic import atomic_write_text
+from stal.io.safe_pickle import load_pickle
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -468,15 +469,7 @@ def read_proposals_pickle(path: PathLike) -> AvaTable:
     with normalized boxes (e.g. ``ava_dense_proposals_val.FAIR.recall_93.9.pkl``).
     Raises AvaFormatError naming the file and the key on anything else.
     """
-    import pickle
-
-    try:
-        with open(path, "rb") as f:
-            raw = pickle.load(f, encoding="latin1")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except Exception as exc:  # corrupt pickles raise many unrelated types
-        raise AvaFormatError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+    raw = load_pickle(path, what="an mmaction2 proposal pickle", error=AvaFormatError)
     if not isinstance(raw, dict):
         raise AvaFormatError(f"{path}: top level is {type(raw).__name__}; expected {{'video,second': (N, 5) array}}")
     tables = [_proposal_rows(path, key, value) for key, value in raw.items()]
