@@ -107,14 +107,17 @@ def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted(repo_ro
     _resume_and_compare(repo_root, out, data_root, uninterrupted)
 
 
-def test_sigterm_saves_where_it_stops_then_resume_equals_uninterrupted(repo_root, tmp_path, data_root,
-                                                                       uninterrupted):
-    """SIGTERM (a scheduler's preemption): finish the step, save, exit 143; the resume continues there."""
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_where_it_stops_then_resume_equals_uninterrupted(repo_root, tmp_path, data_root,
+                                                                      uninterrupted, signum, code):
+    """SIGTERM (a scheduler's preemption) or Ctrl-C: finish the step, save, exit 143 / 130; the
+    resume continues there."""
     out = tmp_path / "terminated"
-    proc = _run_until_first_checkpoint_then_signal(repo_root, out, _opts(out, data_root, *LONG), signal.SIGTERM)
+    proc = _run_until_first_checkpoint_then_signal(repo_root, out, _opts(out, data_root, *LONG), signum)
     err = proc.stderr.read().decode()
-    assert proc.returncode == 143, err
-    assert "stopped by SIGTERM after iteration" in err and "run the same command to resume" in err
+    assert proc.returncode == code, err
+    assert f"stopped by {signal.Signals(signum).name} after iteration" in err and "run the same command" in err
+    assert "Traceback" not in err
     stopped_at = int(err.split("after iteration ")[1].split()[0])
     newest = ckpt.read_checkpoint(ckpt.list_checkpoints(str(out / "checkpoints"))[-1])
     assert newest["iteration"] == stopped_at and max(r["iter"] for r in _log(out)) == stopped_at - 1
@@ -222,3 +225,26 @@ def test_resume_from_a_checkpoint_of_the_first_format(repo_root, tmp_path, data_
     weights, _ = _final_weights(out)
     for key in reference:
         torch.testing.assert_close(weights[key], reference[key], rtol=0, atol=1e-6)
+
+
+def test_second_ctrl_c_stops_at_once_without_traceback(repo_root, tmp_path, data_root):
+    """Two Ctrl-C in a row: exit 130 at once (or after the first's checkpoint, if it won the race),
+    one line and no traceback; the checkpoints already written stay readable."""
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, os.path.join(repo_root, "tools", "train_net.py"), "--cfg",
+                             _cfg(repo_root), *_opts(out, data_root, *LONG)], cwd=repo_root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt_dir = os.path.join(out, "checkpoints")
+    deadline = time.monotonic() + 120
+    while not (os.path.isdir(ckpt_dir) and ckpt.list_checkpoints(ckpt_dir)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.wait()
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted: stopped at once" in err or "stopped by SIGINT" in err
+    for path in ckpt.list_checkpoints(ckpt_dir):
+        ckpt.read_checkpoint(path)

@@ -48,9 +48,13 @@ def main(argv: list[str] | None = None) -> int:
 
         metrics = run(cfg)
     except StalError as exc:
-        code = getattr(exc, "exit_code", 2)  # a stop by SIGTERM (resumable) exits with 143
+        code = getattr(exc, "exit_code", 2)  # a stop by SIGTERM / Ctrl-C (resumable) exits with 143 / 130
         print(f"{prefix}{'error: ' if code == 2 else ''}{exc}", file=sys.stderr)
         return code
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print(f"{prefix}interrupted: stopped at once; the checkpoints already saved are intact "
+              f"(run the same command to resume from the newest)", file=sys.stderr)
+        return 130
     if "frame_mAP" in metrics:
         energy = metrics.get("off_target_energy")
         print(f"frame_mAP {metrics['frame_mAP']:.4f}  off_target_energy "

@@ -30,6 +30,7 @@ from fvcore.common.config import CfgNode
 
 from stal.errors import ConfigError, StalError
 from stal.io.atomic import TMP_PREFIX, WriteError, atomic_open, failure_reason
+from stal.io.torch_files import load_torch_file
 
 logger = logging.getLogger("stal")
 _PATTERN = re.compile(r"checkpoint_epoch_(\d{5})(?:_iter_(\d{8}))?\.pyth$")
@@ -117,15 +118,8 @@ def save_checkpoint(directory: str, state: dict, *, name: str, keep: int) -> str
 
 def read_checkpoint(path: str) -> dict:
     """The checkpoint dict at ``path`` (CPU tensors); CheckpointError if missing, truncated or foreign."""
-    try:
-        # Checkpoints of stal before this format hold numpy arrays (random states): allowed as data.
-        with torch.serialization.safe_globals(_NUMPY_ARRAYS):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except Exception as exc:  # truncated zip, pickle errors, disallowed globals: all "unreadable"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+    # Checkpoints of stal before this format hold numpy arrays (random states): allowed as data.
+    state = load_torch_file(path, what="checkpoint", error=CheckpointError, allowed_globals=_NUMPY_ARRAYS)
     if not isinstance(state, dict) or "model_state" not in state:
         raise CheckpointError(f"{path} is not a stal checkpoint (no 'model_state')")
     return _upgrade(state)
@@ -150,11 +144,11 @@ def load_newest(directory: str) -> tuple[str, dict] | None:
     can be read, that is an error: starting afresh would prune them.
     """
     paths = list_checkpoints(directory)
-    for path in reversed(paths):
+    for i in range(len(paths) - 1, -1, -1):
         try:
-            return path, read_checkpoint(path)
+            return paths[i], read_checkpoint(paths[i])
         except CheckpointError as exc:
-            logger.warning("%s; falling back to the previous checkpoint", exc)
+            logger.warning("%s; %s", exc, "falling back to the previous checkpoint" if i else "no older checkpoint")
     if paths:
         raise CheckpointError(f"none of the {len(paths)} checkpoints in {directory} can be read (see the "
                               f"warnings above); move them away or use another OUTPUT_DIR to start afresh")

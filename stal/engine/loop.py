@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -21,7 +22,7 @@ from stal.engine import builders, solver
 from stal.engine.checkpoint import BEST_NAME, atomic_torch_save, checkpoint_name
 from stal.engine.distributed import DistContext, barrier
 from stal.engine.evaluate import test
-from stal.engine.outputs import RunLog, write_json
+from stal.engine.outputs import RunLog, prepare_output_dir, write_json
 from stal.engine.state import TrainState, resume_state, save_state
 from stal.engine.trainer import PreemptedError, Trainer
 from stal.errors import StalError
@@ -74,25 +75,46 @@ def train(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext | None = None) 
     st = TrainState()
     if cfg.TRAIN.AUTO_RESUME:
         resume_state(cfg, ctx, trainer, model, st, iters_per_epoch=ipe)
+    if ctx.is_main:  # the data, model and resume are fine: now the run may leave files
+        prepare_output_dir(cfg.OUTPUT_DIR, config_text=cfg.dump())
     loop = _Loop(cfg, ctx, trainer, model, st, loader=loader, iters_per_epoch=ipe)
-    previous = _on_sigterm(lambda *_: setattr(trainer, "stop_requested", True))
     try:
-        with logging_redirect_tqdm() if not loop.bar.disable else nullcontext():  # logs above the bar
+        with loop.signals, logging_redirect_tqdm() if not loop.bar.disable else nullcontext():  # logs above the bar
             for epoch in range(trainer.iteration // ipe, cfg.SOLVER.MAX_EPOCH):
                 if trainer.iteration >= loop.total or not loop.run_epoch(epoch):
                     break
     finally:
         loop.close()
-        _on_sigterm(previous)
     return {"epochs": st.history, "evals": st.evals, "best": st.best, "nonfinite_steps": trainer.nonfinite_total,
             "iterations": trainer.iteration}
 
 
-def _on_sigterm(handler):
-    """Install ``handler`` for SIGTERM (what schedulers send before killing); returns the previous one."""
-    if handler is None or threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, handler)
+class StopSignals:
+    """While active, SIGTERM (what schedulers send before killing) and SIGINT (Ctrl-C) ask the
+    trainer to stop after the current step, with a checkpoint; a second Ctrl-C stops at once
+    (KeyboardInterrupt, no new checkpoint). Only the main thread can own signal handlers, so
+    elsewhere (a test's worker thread) this does nothing."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.received, self._previous = trainer, None, {}
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:  # a handler must not log (the logging lock may be held)
+            sys.stderr.write("\nCtrl-C: stopping after this step with a checkpoint (Ctrl-C again: stop now)\n")
+        self.received = self.received or signum
+        self.trainer.stop_requested = True
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 class _Loop:
@@ -108,6 +130,7 @@ class _Loop:
         self.log = RunLog(cfg.OUTPUT_DIR, start_iteration=trainer.iteration, enabled=ctx.is_main)
         self.bar = tqdm(total=self.total, initial=trainer.iteration, desc="train", dynamic_ncols=True,
                         disable=None if ctx.is_main else True)  # None: only on a terminal
+        self.signals = StopSignals(trainer)
 
     def save(self, name: str) -> None:
         save_state(self.cfg, self.ctx, self.trainer, self.model, self.st, iters_per_epoch=self.ipe, name=name)
@@ -129,8 +152,10 @@ class _Loop:
 
     def preempted(self):
         it = self.trainer.iteration
-        raise PreemptedError(f"stopped by SIGTERM after iteration {it} (epoch {it / self.ipe:.2f}) with a checkpoint "
-                             f"in {self.cfg.OUTPUT_DIR}/checkpoints; run the same command to resume")
+        signum = self.signals.received or signal.SIGTERM  # another rank's signal: reported as SIGTERM
+        raise PreemptedError(f"stopped by {signal.Signals(signum).name} after iteration {it} (epoch {it / self.ipe:.2f}) "
+                             f"with a checkpoint in {self.cfg.OUTPUT_DIR}/checkpoints; run the same command to resume",
+                             signum=int(signum))
 
     def run_epoch(self, epoch: int) -> bool:
         """Epoch ``epoch`` (0-based) from the trainer's position; False when TRAIN.MAX_ITERS cut it."""

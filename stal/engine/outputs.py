@@ -13,9 +13,32 @@ import logging
 import math
 import os
 
-from stal.io.atomic import atomic_write_json, atomic_write_text
+from stal.errors import StalError
+from stal.io.atomic import WriteError, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("stal")
+
+
+def check_output_dir(path: str) -> None:
+    """Fail now, writing nothing, if ``path`` could not be created or written: the nearest existing
+    folder on the way must be a writable directory (a failed start leaves no files behind)."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not a directory" if not os.path.isdir(probe) else "is not writable"
+        raise StalError(f"OUTPUT_DIR {path!r} cannot be written: {probe} {what}")
+
+
+def prepare_output_dir(path: str, *, config_text: str) -> None:
+    """Create ``path`` and dump the resolved config into it as config.yaml (atomically)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        atomic_write_text(os.path.join(path, "config.yaml"), config_text)
+    except OSError as exc:
+        raise StalError(f"OUTPUT_DIR {path!r} cannot be written: {exc.strerror}") from None
+    except WriteError as exc:
+        raise StalError(f"OUTPUT_DIR {path!r} cannot be written: {exc.reason}") from None
 
 
 def write_json(path: str, data: dict) -> None:

@@ -16,22 +16,9 @@ from stal.engine import builders
 from stal.engine.distributed import barrier, init_distributed, shutdown
 from stal.engine.evaluate import test
 from stal.engine.loop import train
-from stal.engine.outputs import write_json
+from stal.engine.outputs import check_output_dir, prepare_output_dir, write_json
 from stal.engine.state import load_trained_weights, seed_everything
 from stal.errors import StalError
-from stal.io.atomic import WriteError, atomic_write_text
-
-
-
-def prepare_output_dir(cfg: CfgNode) -> None:
-    """Create OUTPUT_DIR and dump the resolved config into it (fails early if not writable)."""
-    try:
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
-    except OSError as exc:
-        raise StalError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r} cannot be written: {exc.strerror}") from None
-    except WriteError as exc:
-        raise StalError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r} cannot be written: {exc.reason}") from None
 
 
 def run(cfg: CfgNode) -> dict:
@@ -40,7 +27,7 @@ def run(cfg: CfgNode) -> dict:
     ctx = init_distributed(num_gpus=cfg.NUM_GPUS)
     try:
         if ctx.is_main:
-            prepare_output_dir(cfg)
+            check_output_dir(cfg.OUTPUT_DIR)  # config.yaml is written once the data and model are built
         barrier(ctx)
         seed_everything(cfg.RNG_SEED)
         model = builders.build_model(cfg).to(ctx.device)
@@ -51,6 +38,8 @@ def run(cfg: CfgNode) -> dict:
             metrics.update(train(cfg, model, ctx))
         else:
             load_trained_weights(cfg, model)
+            if ctx.is_main:
+                prepare_output_dir(cfg.OUTPUT_DIR, config_text=cfg.dump())
         if cfg.TEST.ENABLE:
             metrics = {**test(cfg, model, out_dir=cfg.OUTPUT_DIR, ctx=ctx), **metrics}
             if ctx.is_main:

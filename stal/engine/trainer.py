@@ -30,9 +30,11 @@ class NonFiniteLossError(StalError):
 
 
 class PreemptedError(StalError):
-    """The run was asked to stop (SIGTERM) and saved a checkpoint to resume from."""
+    """The run was asked to stop (SIGTERM, or Ctrl-C / SIGINT) and saved a checkpoint to resume from."""
 
-    exit_code = 143  # 128 + SIGTERM: what schedulers expect of a terminated job
+    def __init__(self, message: str, *, signum: int = 15):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # 143 (SIGTERM) / 130 (SIGINT): what shells and schedulers expect
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

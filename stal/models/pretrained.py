@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from stal.errors import DataError
+from stal.io.torch_files import load_torch_file
 
 logger = logging.getLogger("stal")
 
@@ -60,10 +61,7 @@ class LoadReport:
 def _read_state(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise DataError(f"pretrained weights not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors come in many types
-        raise DataError(f"cannot read pretrained weights {path}: {type(exc).__name__}: {exc}") from None
+    obj = load_torch_file(path, what="pretrained weights (MODEL.PRETRAINED)")
     for key in ("model_state", "state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
