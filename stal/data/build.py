@@ -10,6 +10,7 @@ the image tasks, ``{metric prefix: WsolEvalDataset}``.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Callable
 
@@ -96,11 +97,39 @@ def _synthesis_transforms(cfg: CfgNode) -> list:
     return steps
 
 
+def _test_labelmap_path(cfg: CfgNode) -> str | None:
+    """The label map the test split scores classes with (None: no test, or the demo's own)."""
+    if not cfg.TEST.ENABLE or cfg.TEST.DATASET not in ("ava", *_ACT_DATASETS):
+        return None
+    if cfg.TEST.DATASET == "ava":
+        return _ava_path(cfg, cfg.AVA.LABEL_MAP_FILE)
+    return _act_paths(cfg, cfg.TEST.DATASET)["labelmap"]
+
+
+def _check_bank_classes(cfg: CfgNode, tubes: tube_bank.TubeBank) -> None:
+    """Model output j is scored as the test label map's j-th id (sorted), so the bank's class j
+    must be that class: a bank built with another label order would train and report a
+    meaningless frame-mAP."""
+    path = _test_labelmap_path(cfg)
+    if path is None:
+        return
+    labelmap = read_labelmap(path)
+    names = [labelmap[i] for i in sorted(labelmap)]
+    if tubes.classes != names:
+        pairs = list(itertools.zip_longest(tubes.classes, names))
+        j = next(j for j, (ours, theirs) in enumerate(pairs) if ours != theirs)
+        raise DataError(f"{tubes.index_path}: the tube bank's classes do not match the test label map {path} "
+                        f"({len(tubes.classes)} vs {len(names)} classes; class {j}: {pairs[j][0]!r} vs "
+                        f"{pairs[j][1]!r}); rebuild the bank with that label map")
+
+
 def build_synthesizer(cfg: CfgNode):
     """(synthesizer, transforms): the SYNTHESIS.* synthesizer (tube bank over background bank,
     optionally mixed) and its provenance-aligned transforms."""
     s, T, size = cfg.SYNTHESIS, cfg.DATA.NUM_FRAMES, cfg.DATA.CROP_SIZE
     tubes, backgrounds = _bank_sources(cfg)
+    if s.TUBE_BANK:
+        _check_bank_classes(cfg, tubes)
     spec = placement.PlacementSpec(
         actors_min=s.ACTORS_MIN, actors_max=s.ACTORS_MAX, scale_min=s.SCALE_MIN, scale_max=s.SCALE_MAX,
         trajectory=s.TRAJECTORY, max_drift=s.MAX_DRIFT, partial_prob=s.PARTIAL_PROB, keep_inside=s.KEEP_INSIDE,

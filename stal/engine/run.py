@@ -58,15 +58,11 @@ def run_test(cfg: CfgNode) -> dict:
         shutdown(ctx)
         raise StalError("tools/test_net.py runs in one process; launch it without torchrun")
     out_dir = os.path.join(cfg.OUTPUT_DIR, "test")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8") as f:
-            f.write(cfg.dump())
-    except OSError as exc:
-        raise StalError(f"{out_dir!r} cannot be written: {exc.strerror}") from None
+    check_output_dir(out_dir)
     seed_everything(cfg.RNG_SEED)
     model = builders.build_model(cfg).to(ctx.device)
     path = load_trained_weights(cfg, model)
+    prepare_output_dir(out_dir, config_text=cfg.dump())  # only now: a failed start leaves no files
     metrics = {"checkpoint": os.path.abspath(path), **test(cfg, model, out_dir=out_dir)}
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     return metrics

@@ -381,6 +381,8 @@ def read_labelmap(path: PathLike) -> dict[int, str]:
         if class_id in labelmap:
             raise AvaFormatError(f"{path}:{lineno}: duplicate class id {class_id}")
         labelmap[class_id] = name
+    if not labelmap:  # no format reader accepts an empty map: nothing could be trained or scored
+        raise AvaFormatError(f"{path}: no label blocks; expected 'item {{ name: \"...\" id: N }}' entries")
     return labelmap
 
 

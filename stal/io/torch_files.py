@@ -19,9 +19,9 @@ from stal.errors import DataError, StalError
 def torch_load_reason(exc: BaseException) -> str:
     """What is wrong with the file, in a few words, from a ``torch.load`` exception."""
     text = str(exc)
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)|unsupported GLOBAL (\S+)", text)
     if refused:
-        return (f"it asks for {refused.group(1)}, which a weights-only load refuses (only tensors and plain "
+        return (f"it asks for {refused.group(1) or refused.group(2)}, which a weights-only load refuses (only tensors and plain "
                 f"values are allowed; nothing from the file was run)")
     if "Unsupported operand" in text or "Weights only load failed" in text:
         return "not a torch file (not a readable weights-only pickle)"
