@@ -67,3 +67,19 @@ def test_get_cfg_is_a_copy():
     cfg = get_cfg()
     cfg.RNG_SEED = 123
     assert _C.RNG_SEED == 0
+
+
+def test_pyslowfast_command_line_forms(tmp_path):
+    """``--opts K V`` (PySlowFast) and bare pairs both override; repeated ``--cfg`` merge in order."""
+    import train_net
+
+    first = tmp_path / "first.yaml"
+    first.write_text("RNG_SEED: 5\nTRAIN:\n  BATCH_SIZE: 4\n")
+    second = tmp_path / "second.yaml"
+    second.write_text("TRAIN:\n  BATCH_SIZE: 6\n")
+    args = train_net.parse_args(["--cfg", str(first), "--cfg", str(second), "SOLVER.BASE_LR", "0.5",
+                                 "--opts", "LOG_PERIOD", "3"])
+    cfg = load_cfg(args.cfg_file, args.opts)
+    assert (cfg.RNG_SEED, cfg.TRAIN.BATCH_SIZE, cfg.SOLVER.BASE_LR, cfg.LOG_PERIOD) == (5, 6, 0.5, 3)
+    args = train_net.parse_args(["--cfg", str(first), "--opts", "TRAIN.BATCH_SIZE", "8"])
+    assert load_cfg(args.cfg_file, args.opts).TRAIN.BATCH_SIZE == 8

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Train (and evaluate) a detector: ``python tools/train_net.py --cfg FILE [KEY VALUE ...]``.
 
-KEY VALUE pairs override the YAML (e.g. ``RNG_SEED 1 GUIDANCE.LAMBDA 0.3``). Outputs go to
+KEY VALUE pairs override the YAML (e.g. ``RNG_SEED 1 GUIDANCE.LAMBDA 0.3``), bare or after
+``--opts`` as in PySlowFast; ``--cfg`` may be given more than once (files merged in order). Outputs go to
 OUTPUT_DIR: config.yaml, log.jsonl, tensorboard/, checkpoints/, detections.csv, metrics.json.
 A run resumes from the newest checkpoint in OUTPUT_DIR/checkpoints (see docs/training.md).
 
@@ -24,10 +25,21 @@ from stal.errors import StalError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``--cfg`` (repeatable: merged in order) and the overrides, as bare ``KEY VALUE`` pairs or
+    after PySlowFast's ``--opts``; ``args.cfg_file`` is the list of YAML files."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", dest="cfg_file", required=True, help="YAML config (overrides stal/config/defaults.py)")
+    parser.add_argument("--cfg", dest="cfg_file", action="append", required=True, metavar="FILE",
+                        help="YAML config (overrides stal/config/defaults.py); give it again to merge more files "
+                             "in order")
+    parser.add_argument("--opts", dest="flag_opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                        help="KEY VALUE pairs overriding the config (PySlowFast's form)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "--opts" in args.opts:  # bare pairs first, then --opts: argparse leaves the flag in the remainder
+        i = args.opts.index("--opts")
+        args.opts = args.opts[:i] + args.opts[i + 1:]
+    args.opts = list(args.opts) + list(args.flag_opts)
+    return args
 
 
 def setup_logging() -> str:

@@ -202,11 +202,12 @@ def _validate_steps(cfg: CfgNode) -> None:
                           f"starting at 0) and SOLVER.LRS of the same length, got {steps} and {lrs}")
 
 
-def load_cfg(path: str | None = None, opts: Sequence[str] = ()) -> CfgNode:
-    """Defaults, then the YAML file at ``path``, then ``opts`` (KEY VALUE ...); validated, frozen."""
+def load_cfg(path: str | Sequence[str] | None = None, opts: Sequence[str] = ()) -> CfgNode:
+    """Defaults, then the YAML file(s) at ``path`` (merged in order), then ``opts`` (KEY VALUE ...);
+    validated, frozen."""
     cfg = get_cfg()
-    if path is not None:
-        _merge_dict(cfg, _read_yaml(path), path)
+    for one in [path] if isinstance(path, (str, os.PathLike)) else list(path or ()):
+        _merge_dict(cfg, _read_yaml(one), one)
     _merge_opts(cfg, opts)
     validate_cfg(cfg)
     cfg.freeze()
