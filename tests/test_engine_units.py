@@ -17,7 +17,7 @@ from stal.errors import ConfigError
 
 def _lr(it, **kw):
     args = dict(iters_per_epoch=10, max_epoch=10, policy="cosine", base_lr=1.0, warmup_epochs=0.0,
-                warmup_start_lr=0.0, cosine_end_lr=0.0)
+                warmup_start_lr=0.0, cosine_end_lr=0.0, cosine_after_warmup=True)
     return lr_at(it, **{**args, **kw})
 
 
@@ -31,6 +31,11 @@ def test_lr_policies():
     assert [_lr(it, **steps) for it in (0, 39, 40, 79, 80, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     assert _lr(5, warmup_epochs=1.0, **steps) == pytest.approx(0.6)
     assert _lr(37, policy="constant") == 1.0
+    # PySlowFast's default: the cosine runs from iteration 0; warm-up ramps to its value at epoch 1.
+    end_of_warmup = 0.5 * (1 + math.cos(math.pi * 10 / 100))
+    assert _lr(9, warmup_epochs=1.0, cosine_after_warmup=False) == pytest.approx(end_of_warmup)
+    assert _lr(50, warmup_epochs=1.0, cosine_after_warmup=False) == pytest.approx(0.5)
+    assert _lr(50, warmup_epochs=1.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 40 / 90)))
 
 
 def test_steps_policy_needs_matching_steps_and_lrs():

@@ -118,7 +118,7 @@ _C.SOLVER = CfgNode()
 _C.SOLVER.OPTIMIZING_METHOD = "adamw"
 # Peak learning rate.
 _C.SOLVER.BASE_LR = 0.002
-# "cosine" (after warm-up, decay to COSINE_END_LR at the last iteration), "constant" or
+# "cosine" (decay to COSINE_END_LR at the last iteration, see COSINE_AFTER_WARMUP), "constant" or
 # "steps_with_relative_lrs" (BASE_LR * LRS[i] from epoch STEPS[i] on).
 _C.SOLVER.LR_POLICY = "cosine"
 # Epochs where each stage of steps_with_relative_lrs starts (the first is 0), e.g. [0, 10, 15].
@@ -127,6 +127,9 @@ _C.SOLVER.STEPS = []
 _C.SOLVER.LRS = []
 # Final learning rate of the cosine policy.
 _C.SOLVER.COSINE_END_LR = 0.0
+# Cosine over the whole schedule (False, PySlowFast's default: warm-up ramps to the cosine's value
+# at its end) or starting from BASE_LR at the end of warm-up (True; stal's own configs use this).
+_C.SOLVER.COSINE_AFTER_WARMUP = False
 # Linear learning-rate warm-up length, in epochs (fractions allowed).
 _C.SOLVER.WARMUP_EPOCHS = 0.5
 # Learning rate the warm-up starts from.

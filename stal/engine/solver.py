@@ -15,12 +15,13 @@ from fvcore.common.config import CfgNode
 
 
 def lr_at(iteration: int, *, iters_per_epoch: int, max_epoch: int, policy: str, base_lr: float,
-          warmup_epochs: float, warmup_start_lr: float, cosine_end_lr: float,
+          warmup_epochs: float, warmup_start_lr: float, cosine_end_lr: float, cosine_after_warmup: bool,
           steps: Sequence[float] = (), lrs: Sequence[float] = ()) -> float:
     """Learning rate of optimizer step ``iteration`` (0-based), PySlowFast's policies.
 
-    policy: "constant"; "cosine" from ``base_lr`` at the end of warm-up to ``cosine_end_lr``
-    at the last step; "steps_with_relative_lrs": ``base_lr * lrs[i]`` from epoch ``steps[i]``
+    policy: "constant"; "cosine" from ``base_lr`` to ``cosine_end_lr`` at the last step, over the
+    whole schedule (PySlowFast's default) or, with ``cosine_after_warmup``, starting at the end of
+    warm-up (PySlowFast's ``COSINE_AFTER_WARMUP True``); "steps_with_relative_lrs": ``base_lr * lrs[i]`` from epoch ``steps[i]``
     on (``steps[0]`` = 0). Warm-up: linear from ``warmup_start_lr`` to the policy's rate at
     the end of warm-up; step i counts as i + 1 steps done (the first step does not waste a
     zero rate).
@@ -33,7 +34,8 @@ def lr_at(iteration: int, *, iters_per_epoch: int, max_epoch: int, policy: str, 
         if policy == "steps_with_relative_lrs":
             epoch = it / iters_per_epoch
             return base_lr * lrs[max(i for i, s in enumerate(steps) if s <= epoch)]
-        progress = min(1.0, (it - warmup) / max(1, total - warmup))
+        start = warmup if cosine_after_warmup else 0
+        progress = min(1.0, (it - start) / max(1, total - start))
         return cosine_end_lr + (base_lr - cosine_end_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     if iteration < warmup:
@@ -56,7 +58,8 @@ def build_lr_schedule(cfg: CfgNode, *, iters_per_epoch: int) -> Callable[[int], 
     s = cfg.SOLVER
     return partial(lr_at, iters_per_epoch=iters_per_epoch, max_epoch=s.MAX_EPOCH, policy=s.LR_POLICY,
                    base_lr=s.BASE_LR, warmup_epochs=s.WARMUP_EPOCHS, warmup_start_lr=s.WARMUP_START_LR,
-                   cosine_end_lr=s.COSINE_END_LR, steps=tuple(s.STEPS), lrs=tuple(s.LRS))
+                   cosine_end_lr=s.COSINE_END_LR, cosine_after_warmup=s.COSINE_AFTER_WARMUP, steps=tuple(s.STEPS),
+                   lrs=tuple(s.LRS))
 
 
 def build_guidance_schedule(cfg: CfgNode, *, iters_per_epoch: int) -> Callable[[int], float]:
