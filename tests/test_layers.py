@@ -10,7 +10,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "stal"
 # Bottom to top; a package may import only packages to its left (docs/architecture.md).
-LAYERS = ["errors", "structures", "masks", "losses", "io", "formats", "models", "guidance", "evaluation",
+LAYERS = ["errors", "progress", "structures", "masks", "losses", "io", "formats", "models", "guidance", "evaluation",
           "synthesis", "demo", "data", "config", "engine"]
 
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from stal.formats.ava import AvaTable, write_ava_csv, write_labelmap
 from stal.demo.render import ACTIONS, SCENES, TUBE_H, TUBE_W, render_actor, render_scene
 from stal.io.atomic import atomic_open
+from stal.progress import progress
 from stal.structures import Sample
 from stal.synthesis.compose import PlacedTube, composite, tube_boxes
 
@@ -207,7 +207,7 @@ def generate_test_split(paths: DemoPaths, *, seed: int, size: int, num_videos: i
     last_second = FIRST_SECOND + keyframes - 1
     num_frames = (last_second - VIDEO_START + 1) * fps  # room for a centred clip at the end
     gt_rows, det_rows = [], []
-    for v in tqdm(range(num_videos), desc="demo test split", leave=False, disable=None):
+    for v in progress(range(num_videos), desc="demo test split", unit="video", leave=False):
         video = f"demo{v:04d}"
         clip, placed, actions = _test_video(rng, size=size, num_frames=num_frames, max_actors=max_actors,
                                              pose_randomness=pose_randomness)

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from fvcore.common.config import CfgNode
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from stal.data import build as data_build
 from stal.data.ava import collate_eval
@@ -27,6 +26,7 @@ from stal.formats.ava import AvaTable, write_ava_csv
 from stal.guidance.attribution import energy_fraction
 from stal.guidance.penalty import guidance_score
 from stal.losses import class_probabilities
+from stal.progress import progress
 
 
 def shard(dataset, ctx: DistContext | None):
@@ -51,7 +51,7 @@ def predict_detections(model: torch.nn.Module, dataset, *, batch_size: int, loss
     device = next(model.parameters()).device
     # A MIL model (weak supervision) pools its boxes into clip rows; here every box is scored.
     score_boxes = getattr(model, "proposal_logits", model)
-    for batch in tqdm(loader, desc="test", leave=False, disable=None):
+    for batch in progress(loader, desc="test", unit="batch", leave=False):
         logits = score_boxes(batch["clip"].to(device), batch["rois"].to(device))
         probs = class_probabilities(logits, loss_func=loss_func).float().cpu().numpy()
         n = len(batch["keys"])

@@ -15,7 +15,6 @@ from contextlib import nullcontext
 
 import torch
 from fvcore.common.config import CfgNode
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stal.engine import builders, solver
@@ -26,6 +25,7 @@ from stal.engine.outputs import RunLog, prepare_output_dir, write_json
 from stal.engine.state import TrainState, resume_state, save_state
 from stal.engine.trainer import PreemptedError, Trainer
 from stal.errors import StalError
+from stal.progress import Progress
 
 logger = logging.getLogger("stal")
 
@@ -128,8 +128,8 @@ class _Loop:
         if cfg.TRAIN.MAX_ITERS:
             self.total = min(self.total, cfg.TRAIN.MAX_ITERS)
         self.log = RunLog(cfg.OUTPUT_DIR, start_iteration=trainer.iteration, enabled=ctx.is_main)
-        self.bar = tqdm(total=self.total, initial=trainer.iteration, desc="train", dynamic_ncols=True,
-                        disable=None if ctx.is_main else True)  # None: only on a terminal
+        self.bar = Progress(total=self.total, initial=trainer.iteration, desc="train", unit="step",
+                            enabled=ctx.is_main)
         self.signals = StopSignals(trainer)
 
     def save(self, name: str) -> None:
@@ -141,8 +141,8 @@ class _Loop:
         _accumulate(self.st.epoch_sums, record)
         if (it - 1) % cfg.LOG_PERIOD == 0 or record["nonfinite"]:
             self.log.write(record)
-        self.bar.update(1)
         self.bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.4g}", lr=f"{record['lr']:.3g}")
+        self.bar.update(1)
         mid_epoch = it % self.ipe and it < self.total
         periodic = cfg.TRAIN.CHECKPOINT_ITERS and it % cfg.TRAIN.CHECKPOINT_ITERS == 0
         if mid_epoch and (self.trainer.should_stop or periodic):
