@@ -23,9 +23,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from stal.progress import progress  # noqa: E402
 
-from stal.errors import StalError  # noqa: E402
+from stal.errors import DataError, StalError  # noqa: E402
 from stal.io.atomic import atomic_open, atomic_write_text  # noqa: E402
 from stal.io.images import list_frames, read_image  # noqa: E402
 from stal.synthesis.backgrounds import FORMAT, VERSION, read_bank_index  # noqa: E402
@@ -95,7 +95,7 @@ def build(args: argparse.Namespace) -> dict:
     ranges = _act_ranges(args) if args.act_index else {}
     inputs = args.videos or args.frame_dirs or args.images or sorted(ranges)
     skipped = 0
-    for number, path in enumerate(tqdm(inputs, desc="background bank", unit="input", disable=None)):
+    for number, path in enumerate(progress(inputs, desc="background bank", unit="input")):
         key = os.path.abspath(path)
         if key in index["done"]:
             skipped += 1
@@ -104,6 +104,10 @@ def build(args: argparse.Namespace) -> dict:
         index["done"].append(key)
         _write_index(index_path, index)
     bgs = index["backgrounds"]
+    if not bgs:  # training would fail later, far from the cause
+        what = f"{len(inputs)} inputs" if inputs else "no inputs"
+        raise DataError(f"{index_path}: the bank has 0 backgrounds ({what}: every range held actors, was "
+                        f"shorter than --min-length or the inputs were empty); nothing to train on")
     return {"backgrounds": len(bgs), "skipped_inputs": skipped,
             "plates": sum(b["kind"] == "image" for b in bgs),
             "frames": sum(b["stop"] - b["start"] for b in bgs if b["kind"] != "image")}

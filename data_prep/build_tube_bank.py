@@ -21,7 +21,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tqdm import tqdm  # noqa: E402
+from stal.progress import progress  # noqa: E402
 
 from stal.data.ava import AVA_FRAME_TEMPLATE  # noqa: E402
 from stal.demo.banks import demo_inputs  # noqa: E402
@@ -111,7 +111,7 @@ def build(args: argparse.Namespace) -> dict:
     classes, inputs = _inputs(args)
     writer = TubeBankWriter(args.out, classes=classes)
     added, skipped = 0, 0
-    for key, tubes in tqdm(inputs, desc="tube bank", unit="input", disable=None):
+    for key, tubes in progress(inputs, desc="tube bank", unit="input"):
         if writer.is_done(key):
             skipped += 1
             continue

@@ -14,7 +14,9 @@ filter; see stal.io.video).
 Resumable: a finished video gets a ``COMPLETE`` marker (JSON: frames, fps, start, duration).
 A rerun skips a video whose marker matches the arguments and whose folder holds exactly
 that many frames; anything else (no marker, other arguments, missing or extra frames) is
-extracted again from scratch. Videos run in parallel (``--workers``); a video that fails
+extracted again from scratch. A video is complete when its frames cover the window as far as
+its header says the video goes (at most 2 frames or 1 % short: a truncated file, whose header
+still gives the full length, fails). Videos run in parallel (``--workers``); a video that fails
 (unreadable, truncated, shorter than start + duration) is reported and the others go on.
 Exit status: 0 when every video is complete, 2 when any failed.
 """
@@ -83,8 +85,9 @@ def _clear(folder: str) -> None:
             os.unlink(os.path.join(folder, name))
 
 
-def _check_length(path: str, *, fps: float, start: float, duration: float | None) -> None:
-    """Fail fast on a video whose header says it ends more than a second before start + duration."""
+def _check_length(path: str, *, fps: float, start: float, duration: float | None) -> float:
+    """Fail fast on a video whose header says it ends more than a second before start + duration;
+    returns the header's length in seconds (0.0: the header does not say)."""
     from stal.io.video import probe_video
 
     info = probe_video(path)
@@ -93,6 +96,41 @@ def _check_length(path: str, *, fps: float, start: float, duration: float | None
             f"{path}: the video is {info.duration:.1f} s long; frames [{start:g}, {start + duration:g}) s "
             f"need at least {start + duration - 1.0:g} s (an AVA video is the 15-minute segment 900-1800 s "
             f"of its movie; for other videos use --start 0 --duration 0)")
+    return info.duration
+
+
+def frames_in_video(*, fps: float, start: float, duration: float | None, video_length: float) -> int:
+    """Frames of the window [start, start + duration) (None: to the end) that a video of
+    ``video_length`` seconds (its header's length) holds."""
+    end = video_length if duration is None else min(start + duration, video_length)
+    return max(0, int(math.ceil((end - start) * fps - 1e-9)))
+
+
+def allowed_shortfall(expected: int) -> int:
+    """Frames a complete extraction may come up short of ``expected``: 2, or 1 % when more.
+
+    Header lengths are rounded (Matroska: to the millisecond) and may or may not count the
+    last frame's period; a truncated file (a cut download, a full disk) loses far more.
+    """
+    return max(2, int(math.ceil(0.01 * expected)))
+
+
+def _check_count(path: str, count: int, *, fps: float, start: float, duration: float | None,
+                 video_length: float) -> None:
+    """DataError unless the frames written cover the window as far as the header says the video goes."""
+    if video_length > 0:
+        expected = frames_in_video(fps=fps, start=start, duration=duration, video_length=video_length)
+        short = count < expected - allowed_shortfall(expected)
+        said = f"the header says the video is {video_length:.2f} s long"
+    else:
+        # No length in the header: only the requested window bounds the count. Up to one second
+        # short at the end is accepted, as ffmpeg's -t past the end just stops.
+        expected = expected_frames(fps=fps, duration=duration)
+        short = expected is not None and count < expected - round(fps)
+        said = "the header has no length"
+    if count == 0 or short:
+        raise DataError(f"{path}: decoded {count} of {expected or 'any'} frames from {start:g} s at {fps:g} fps "
+                        f"({said}); the video is truncated or shorter than its header says")
 
 
 def extract_video(path: str, out_root: str, *, fps: float, start: float, duration: float | None,
@@ -116,17 +154,14 @@ def _extract(path: str, folder: str, video_id: str, *, fps: float, start: float,
 
     from stal.io.video import frames_at_fps
 
-    _check_length(path, fps=fps, start=start, duration=duration)
+    video_length = _check_length(path, fps=fps, start=start, duration=duration)
     os.makedirs(folder, exist_ok=True)
     _clear(folder)
     count = 0
     for count, frame in enumerate(frames_at_fps(path, fps=fps, start=start, duration=duration), 1):
         Image.fromarray(frame).save(os.path.join(folder, frame_name(video_id, count - 1)), quality=quality)
-    expected = expected_frames(fps=fps, duration=duration)
-    # Up to one second short at the end is accepted, as ffmpeg's -t past the end just stops.
-    if count == 0 or (expected is not None and count < expected - round(fps)):
-        raise DataError(f"{path}: decoded {count} of {expected or 'any'} frames from {start:g} s at {fps:g} fps; "
-                        f"the video is truncated or shorter than its header says")
+    # Before the marker: a short folder must never pass as complete (a rerun extracts it again).
+    _check_count(path, count, fps=fps, start=start, duration=duration, video_length=video_length)
     marker = dict(_params(fps, start, duration), frames=count)
     from stal.io.atomic import atomic_write_text
 
@@ -146,11 +181,11 @@ def list_videos(source: str) -> list[str]:
 def extract_all(videos: list[str], out_root: str, *, fps: float, start: float, duration: float | None,
                 quality: int = 95, workers: int = 1) -> list[VideoResult]:
     """Extract every video (in ``workers`` processes); results in the order of ``videos``."""
-    from tqdm import tqdm
+    from stal.progress import Progress
 
     kwargs = dict(fps=fps, start=start, duration=duration, quality=quality)
     os.makedirs(out_root, exist_ok=True)
-    bar = tqdm(total=len(videos), desc="videos", unit="video", disable=None)
+    bar = Progress(total=len(videos), desc="videos", unit="video")
     results: dict[str, VideoResult] = {}
     if workers <= 1:
         for path in videos:

@@ -112,8 +112,10 @@ def normalize_rows(rows: list[BoxRow], *, sizes: dict[str, tuple[int, int]], pix
         if box.max() > 1.0 + 1e-6:
             frame = f"{w}x{h} pixels" if pixels else "[0, 1]"
             raise DataError(f"{source}:{r.line}: box {list(r.box)} is outside the frame ({frame})")
-        if durations[r.video] and r.time > durations[r.video]:
-            raise DataError(f"{source}:{r.line}: time {r.time} s is after the end of {r.video} ({durations[r.video]:.1f} s)")
+        # A keyframe at t shows the frame at t s, which a video of exactly t s no longer has.
+        if durations[r.video] and r.time >= durations[r.video]:
+            raise DataError(f"{source}:{r.line}: time {r.time} s is at or after the end of {r.video} "
+                            f"({durations[r.video]:.1f} s; the last keyframe must come before it)")
         out[i] = np.clip(box, 0.0, 1.0)
     return out
 
@@ -168,9 +170,37 @@ def convert(*, videos_dir: str, box_file: str, out: str, pixels: bool = True, fp
     skipped = [f"{r.video_id}: {r.message}" for r in results if r.status == "failed"]
     ok = {r.video_id for r in results if r.status != "failed"}
     keep = [i for i, r in enumerate(rows) if r.video in ok]
+    # Headers can lie (a truncated file, a live recording without a length): check the frames
+    # on disk before the annotations make the dataset look usable.
+    check_keyframes([rows[i] for i in keep], os.path.join(out, "frames"), fps=fps, source=box_file)
     _write_annotations(os.path.join(out, "annotations"), [rows[i] for i in keep], boxes[keep], val=val)
     _write_frame_lists(out, ok, val)
     return skipped
+
+
+def check_keyframes(rows: list[BoxRow], frames: str, *, fps: float, source: str) -> None:
+    """DataError ``<box file>:<line>: ...`` unless every keyframe's frame was extracted.
+
+    A clip around a keyframe is clamped to the video's frames (stal.data.ava), so what it
+    needs is the keyframe's own frame and no gap before it; video_frame_files checks the gaps.
+    """
+    from stal.data.ava import video_frame_files
+
+    counts = {v: len(video_frame_files(frames, v)) for v in sorted({r.video for r in rows})}
+    missing = [r for r in rows if int(round(r.time * fps)) >= counts[r.video]]
+    if missing:
+        r, n = missing[0], counts[missing[0].video]
+        more = f" ({len(missing) - 1} more keyframes past the end)" if len(missing) > 1 else ""
+        raise DataError(f"{source}:{r.line}: keyframe {r.time} s of {r.video} needs frame "
+                        f"{os.path.join(frames, r.video, _frame_file(r.video, int(round(r.time * fps))))}, "
+                        f"but only {n} frames ({n / fps:.1f} s at {fps:g} fps) were extracted: the video "
+                        f"is truncated or shorter than its header says{more}")
+
+
+def _frame_file(video: str, index0: int) -> str:
+    from extract_frames import frame_name
+
+    return frame_name(video, index0)
 
 
 def _write_annotations(folder: str, rows: list[BoxRow], boxes: np.ndarray, *, val: set[str]) -> None:

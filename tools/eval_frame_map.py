@@ -69,8 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="ava: drop detections on keyframes without ground truth (mmaction2's option); "
                              "default: they are false positives, as in the official evaluator")
     parser.add_argument("--strict", action="store_true",
-                        help="ava: a detection row whose action id is not in the label map is an error "
-                             "(default: skipped and counted)")
+                        help="a detection row whose action id is not in the label map (ava), a repeated row "
+                             "(ava) or detections of a video the ground truth lacks (ucf24/jhmdb) is an error "
+                             "(default: skipped or kept as the reference does, and warned with the count)")
     parser.add_argument("--split", type=int, default=1, help="ucf24/jhmdb: split (JHMDB has 1-3)")
     parser.add_argument("--protocol", choices=["act", "yowo"], default="act",
                         help="ucf24/jhmdb: act (ACT frame-mAP, +1 pixel IoU, trapezoid AP) or yowo "
@@ -87,7 +88,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--format ava needs --labelmap")
     if args.top_k is not None and args.top_k < 1:
         parser.error(f"--top-k-per-frame must be >= 1, got {args.top_k}")
+    _check_out(parser, args)
     return args
+
+
+def _check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before any work: --out must not be one of the inputs (the JSON would replace it), and its
+    folder must exist and be writable (else the error would come after the evaluation)."""
+    out = os.path.realpath(args.out)
+    for flag in ("gt", "det", "labelmap", "excluded"):
+        path = getattr(args, flag)
+        if path is not None and os.path.realpath(path) == out:
+            parser.error(f"--out {args.out} is the --{flag} file; the result would replace it")
+    folder = os.path.dirname(out)
+    if not os.path.isdir(folder):
+        parser.error(f"--out {args.out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        parser.error(f"--out {args.out}: folder {folder} is not writable")
+    if os.path.isdir(out):
+        parser.error(f"--out {args.out} is a directory; expected a file name")
 
 
 def format_table(result: dict, names: dict, iou: float) -> str:
@@ -132,7 +151,7 @@ def evaluate_act(args: argparse.Namespace) -> tuple[dict, dict]:
     from stal.evaluation.act_map import act_evaluate_files
 
     result = act_evaluate_files(args.gt, args.det, split=args.split, protocol=args.protocol,
-                                iou_threshold=args.iou, video_map=args.video_map)
+                                iou_threshold=args.iou, video_map=args.video_map, strict=args.strict)
     return result, dict(enumerate(result.pop("labels")))
 
 

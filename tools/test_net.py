@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from train_net import parse_args, setup_logging  # noqa: E402
+from train_net import parse_args, setup_logging, summary  # noqa: E402
 
 from stal.config import load_cfg  # noqa: E402
 from stal.errors import StalError  # noqa: E402
@@ -34,9 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = os.path.join(cfg.OUTPUT_DIR, "test")
-    energy = metrics.get("off_target_energy")
-    print(f"frame_mAP {metrics['frame_mAP']:.4f}  off_target_energy {'n/a' if energy is None else f'{energy:.4f}'}"
-          f"  ({metrics['checkpoint']})\n-> {out}/detections.csv, {out}/metrics.json")
+    files = f"{out}/detections.csv, {out}/metrics.json" if "frame_mAP" in metrics else f"{out}/metrics.json"
+    print(f"{summary(metrics)}  ({metrics['checkpoint']})\n-> {files}")
     return 0
 
 

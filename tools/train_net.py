@@ -67,11 +67,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix}interrupted: stopped at once; the checkpoints already saved are intact "
               f"(run the same command to resume from the newest)", file=sys.stderr)
         return 130
+    if metrics:
+        print(f"{summary(metrics)}  -> {cfg.OUTPUT_DIR}/metrics.json")
+    return 0
+
+
+def summary(metrics: dict) -> str:
+    """The headline numbers: frame_mAP and off_target_energy, or an image task's metrics."""
     if "frame_mAP" in metrics:
         energy = metrics.get("off_target_energy")
-        print(f"frame_mAP {metrics['frame_mAP']:.4f}  off_target_energy "
-              f"{'n/a' if energy is None else f'{energy:.4f}'}  -> {cfg.OUTPUT_DIR}/metrics.json")
-    return 0
+        return f"frame_mAP {metrics['frame_mAP']:.4f}  off_target_energy {'n/a' if energy is None else f'{energy:.4f}'}"
+    keys = [k for k in ("MaxBoxAccV2", "GT-known Loc", "Top-1 Loc", "top1_accuracy") if k in metrics]
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys) or "no test metrics"
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ pickle's ``labels``, ``score`` finite.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -432,15 +433,33 @@ def _parse_det_row(path, lineno: int, line: str, num_labels: int, videos: dict) 
 
 
 def act_evaluate_files(gt_pkl: PathLike, det_csv: PathLike, *, split: int = 1, protocol: str = "act",
-                       iou_threshold: float = 0.5, video_map: bool = False) -> dict:
-    """Frame-mAP (and video-mAP) from an ACT pickle and a per-frame detection CSV."""
+                       iou_threshold: float = 0.5, video_map: bool = False, strict: bool = False) -> dict:
+    """Frame-mAP (and video-mAP) from an ACT pickle and a per-frame detection CSV.
+
+    Detections of videos the pickle does not know are left out, as ACT does, with a warning
+    naming how many rows and the first such video (``strict``: a DataError): usually a path
+    prefix or a split mix-up that would otherwise only show as a low mAP.
+    """
     annotations = read_act_pickle(gt_pkl)
     detections = read_frame_detections(det_csv, num_labels=len(annotations.labels))
+    _report_unknown_videos(det_csv, gt_pkl, annotations, detections, strict=strict)
     result = act_frame_map(annotations, detections, split=split, protocol=protocol,
                            iou_threshold=iou_threshold)
     if video_map:
         result.update(act_video_map(annotations, detections, split=split))
     return result
+
+
+def _report_unknown_videos(det_csv, gt_pkl, annotations, detections: "FrameDetections", *, strict: bool) -> None:
+    unknown = [i for i, v in enumerate(detections.videos) if v not in annotations.nframes]
+    if not unknown:
+        return
+    rows = int(np.isin(detections.video, unknown).sum())
+    message = (f"{det_csv}: {rows} rows of {len(unknown)} videos that {gt_pkl} does not have (first: "
+               f"{detections.videos[unknown[0]]!r}); they are left out")
+    if strict:
+        raise DataError(message.replace("; they are left out", " (--strict)"))
+    warnings.warn(message, stacklevel=3)
 
 
 __all__ = ["FrameDetections", "act_ap", "act_evaluate_files", "act_frame_map", "act_video_map",

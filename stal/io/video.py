@@ -113,15 +113,28 @@ def probe_video(path: str) -> VideoInfo:
         if not container.streams.video:
             raise DataError(f"{path} has no video stream")
         stream = container.streams.video[0]
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000  # av.time_base: microseconds
-        else:
-            duration = 0.0
+        duration = _stream_duration(stream)
+        if duration is None:
+            # The container's length spans every stream: an audio track may run a little longer.
+            duration = container.duration / 1_000_000 if container.duration is not None else 0.0  # microseconds
         fps = float(stream.average_rate) if stream.average_rate else 0.0
         return VideoInfo(duration=duration, fps=fps, num_frames=int(stream.frames or 0),
                          width=stream.codec_context.width, height=stream.codec_context.height)
+
+
+def _stream_duration(stream) -> float | None:
+    """Seconds of the video stream itself, or None when the header does not say.
+
+    MP4 / AVI store it per stream; Matroska / WebM only as the stream's ``DURATION`` tag
+    (``HH:MM:SS.fraction``, written by ffmpeg and mkvmerge).
+    """
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    try:
+        hours, minutes, seconds = stream.metadata.get("DURATION", "").split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:  # no tag, or not HH:MM:SS.fraction
+        return None
 
 
 def read_clip_pyav(path: str, *, start: float, num_frames: int, stride: int = 1) -> np.ndarray:

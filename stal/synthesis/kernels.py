@@ -19,10 +19,12 @@ them when something reads them.
 
 The per-actor arrays travel as tuples, so numba compiles each compositor once per number
 of actors and clip dtype (about 1.5 s each, on the 2-core development machine; the first
-call, with the shared helpers, about 5 s for the hard and 3 s more for the soft one). Everything is cached to ``__pycache__`` (``cache=True``):
-later processes load the machine code in about 0.2 s. Where neither ``__pycache__`` nor
-the user cache directory (or ``NUMBA_CACHE_DIR``) is writable, plain ``njit(cache=True)``
-raises at import; :func:`_jit` then compiles without a cache, once per process (tested).
+call, with the shared helpers, about 5 s for the hard and 3 s more for the soft one). Everything is
+cached (``cache=True``) in ``NUMBA_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/stal/numba`` (default
+``~/.cache/stal/numba``), never in the installed package (whose ``__pycache__`` is the source tree of
+an editable install): later processes load the machine code in about 0.2 s. Where no cache
+directory is writable, plain ``njit(cache=True)`` raises at import; :func:`_jit` then compiles
+without a cache, once per process (tested).
 
 Pixels are read as one little-endian uint32 (R in the low byte): the caller takes the
 numpy path on big-endian machines.
@@ -30,8 +32,22 @@ numpy path on big-endian machines.
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
+
+
+def user_cache_dir() -> str:
+    """Where the compiled kernels go: NUMBA_CACHE_DIR, else $XDG_CACHE_HOME/stal/numba."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "stal", "numba")
+
+
+# numba read NUMBA_CACHE_DIR when it was imported; without it, it would cache next to this file.
+numba.config.CACHE_DIR = user_cache_dir()
 
 
 def _jit(fn):

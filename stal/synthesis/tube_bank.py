@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -130,8 +131,9 @@ class TubeBank:
             with np.load(path) as data:
                 rgb, alpha = data["rgb"], data["alpha"]
                 boxes = data["boxes"] if "boxes" in data.files else alpha_boxes(alpha > 0)
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{path}: cannot read tube arrays rgb/alpha ({exc})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
+            raise DataError(f"{path}: cannot read tube arrays rgb/alpha ({type(exc).__name__}: {exc}); the file is "
+                            f"truncated or not a tube written by data_prep/build_tube_bank.py") from None
         validate_tube(rgb, alpha, path)
         if list(rgb.shape[:3]) != [entry["frames"], entry["height"], entry["width"]]:
             raise DataError(f"{path}: arrays have (T, h, w) = {tuple(rgb.shape[:3])}, "

@@ -33,10 +33,28 @@ def video_inputs(paths: list[str], spec: SubtractionSpec, *, label: int, stride:
         yield f"video:{os.path.abspath(path)}", tubes()
 
 
-def _polygon_mask(points: list, size: tuple[int, int]) -> np.ndarray:
+def _polygon_mask(points: list, size: tuple[int, int], where: str) -> np.ndarray:
+    """uint8 (H, W) mask of the polygon ``points`` ([[x, y], ...] pixels); a malformed point is
+    a DataError naming ``where`` and the point."""
+    try:
+        xy = [(float(x), float(y)) for x, y in points]
+    except (TypeError, ValueError):
+        bad = next((i, p) for i, p in enumerate(points) if not _is_point(p))
+        raise DataError(f"{where}: point {bad[0]} is {bad[1]!r}; expected [x, y] numbers") from None
+    if len(xy) < 3:
+        raise DataError(f"{where}: a polygon needs at least 3 points, got {len(xy)}")
     img = Image.new("L", (size[1], size[0]), 0)
-    ImageDraw.Draw(img).polygon([(float(x), float(y)) for x, y in points], fill=255)
+    ImageDraw.Draw(img).polygon(xy, fill=255)
     return np.asarray(img)
+
+
+def _is_point(p) -> bool:
+    try:
+        x, y = p
+        float(x), float(y)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _one_frame_tube(image: np.ndarray, mask: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +88,7 @@ def labelme_inputs(paths: list[str], classes: list[str]) -> Inputs:
                 if shape.get("label") not in classes or shape.get("shape_type", "polygon") != "polygon":
                     continue
                 where = f"{path} shape {i}"
-                rgb, alpha = _one_frame_tube(image, _polygon_mask(shape["points"], image.shape[:2]), where)
+                rgb, alpha = _one_frame_tube(image, _polygon_mask(shape.get("points", []), image.shape[:2], where), where)
                 yield {"rgb": rgb, "alpha": alpha, "labels": [classes.index(shape["label"])],
                        "source": {"input": path, "kind": "labelme", "shape": i}}
         yield f"labelme:{os.path.abspath(path)}", tubes()
@@ -101,10 +119,13 @@ def coco_inputs(path: str, image_dir: str, classes: list[str]) -> Inputs:
                 seg = ann.get("segmentation")
                 if name not in classes or not isinstance(seg, list) or not seg:
                     continue
-                mask = np.zeros(image.shape[:2], np.uint8)
+                mask, where = np.zeros(image.shape[:2], np.uint8), f"{path} annotation {ann.get('id')}"
                 for poly in seg:
-                    mask |= _polygon_mask(np.asarray(poly).reshape(-1, 2).tolist(), image.shape[:2])
-                rgb, alpha = _one_frame_tube(image, mask, f"{path} annotation {ann.get('id')}")
+                    if not isinstance(poly, list) or len(poly) % 2:
+                        raise DataError(f"{where}: a polygon is a flat list [x1, y1, x2, y2, ...] of even "
+                                        f"length, got {str(poly)[:60]}")
+                    mask |= _polygon_mask([poly[j:j + 2] for j in range(0, len(poly), 2)], image.shape[:2], where)
+                rgb, alpha = _one_frame_tube(image, mask, where)
                 yield {"rgb": rgb, "alpha": alpha, "labels": [classes.index(name)],
                        "source": {"input": path, "kind": "coco", "annotation": ann.get("id")}}
         yield f"coco:{os.path.abspath(path)}:{image_id}", tubes()
