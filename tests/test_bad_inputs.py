@@ -178,7 +178,7 @@ CASES = {
                                                   _w(d, "a.yaml", "_BASE_: b.yaml\n")][1:], ("a.yaml",)),
     "output_dir_is_file": Case(train_net, lambda d: ["--cfg", INSTANT, "OUTPUT_DIR", _w(d, "taken", "x")],
                                ("OUTPUT_DIR", "taken")),
-    "pretrained_random": Case(train_net, _train("MODEL.PRETRAINED", lambda d: _w(d, "w.pyth", os.urandom(256))),
+    "pretrained_random": Case(train_net, _train("MODEL.PRETRAINED", lambda d: _w(d, "w.pyth", np.random.default_rng(256).bytes(256))),
                               ("w.pyth", "not a torch file")),
     "pretrained_foreign_global": Case(train_net, _train("MODEL.PRETRAINED", lambda d: _w(
         d, "w.pyth", _torch_bytes({"model_state": _Foreign()}))), ("w.pyth", "refuses")),
@@ -196,7 +196,7 @@ CASES = {
         "TRAIN.DATASET", "synthesis", "SYNTHESIS.TUBE_BANK", lambda d: os.path.dirname(_w(d, "bank/index.json", "{"))),
         ("index.json",)),
     # --- checkpoints through tools/test_net.py -----------------------------------------------
-    "checkpoint_random": Case(test_net, _checkpoint(lambda d: os.urandom(512)), ("model.pyth", "not a torch file")),
+    "checkpoint_random": Case(test_net, _checkpoint(lambda d: np.random.default_rng(512).bytes(512)), ("model.pyth", "not a torch file")),
     "checkpoint_truncated": Case(test_net, _checkpoint(lambda d: _other_arch_checkpoint(d)[:300]),
                                  ("model.pyth", "truncated")),
     "checkpoint_plain_pickle": Case(test_net, _checkpoint(lambda d: pickle.dumps({"model_state": {}})),

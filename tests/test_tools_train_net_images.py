@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import test_net
 import train_net
 from stal.demo.images import SHAPES, ensure_image_demo, load_image_demo, shape_mask
 
@@ -18,7 +19,7 @@ TINY = ["DATA.CROP_SIZE", "32", "MODEL.NUM_CLASSES", "3", "SYNTHESIS.CLIPS_PER_E
     ["GUIDANCE.ENABLE", "True", "GUIDANCE.MODE", "exact", "GUIDANCE.REGION", "per_source"],
     ["GUIDANCE.ENABLE", "True", "GUIDANCE.MODE", "counterfactual", "IMAGE.PROVENANCE", "object"],
 ], ids=["exact_per_source", "counterfactual"])
-def test_guided_image_step_end_to_end(repo_root, tmp_path, guidance):
+def test_guided_image_step_end_to_end(repo_root, tmp_path, capsys, guidance):
     cfg = os.path.join(repo_root, "configs", "demo_wsol_cutmix.yaml")
     out = tmp_path / "run"
     opts = TINY + guidance + ["OUTPUT_DIR", str(out), "DEMO.ROOT", str(tmp_path / "data")]
@@ -30,6 +31,12 @@ def test_guided_image_step_end_to_end(repo_root, tmp_path, guidance):
     assert metrics["Top-1 Loc"] <= metrics["GT-known Loc"]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert np.isfinite(log[0]["loss_guidance"]) and log[0]["loss_task"] > 0
+    if guidance[3] == "exact":  # tools/test_net.py on the same run: WSOL metrics, not frame_mAP
+        capsys.readouterr()
+        assert test_net.main(["--cfg", cfg] + opts) == 0
+        printed = capsys.readouterr().out
+        assert printed.startswith("MaxBoxAccV2 ") and "top1_accuracy" in printed
+        assert json.loads((out / "test" / "metrics.json").read_text())["MaxBoxAccV2"] == metrics["MaxBoxAccV2"]
 
 
 def test_image_demo_is_deterministic_atomic_and_unbiased_in_test(tmp_path):

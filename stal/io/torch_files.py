@@ -9,6 +9,7 @@ foreign one; :func:`load_torch_file` reduces them to what is wrong with the file
 from __future__ import annotations
 
 import re
+import zipfile
 from typing import Iterable
 
 import torch
@@ -46,4 +47,8 @@ def load_torch_file(path: str, *, what: str, error: type[StalError] = DataError,
     except IsADirectoryError:
         raise error(f"{what} {path} is a directory, expected a file") from None
     except Exception as exc:  # truncated zip, pickle errors, disallowed globals: all "unreadable"
-        raise error(f"cannot read {what} {path}: {torch_load_reason(exc)}") from None
+        reason = torch_load_reason(exc)
+        if reason.startswith(type(exc).__name__) and not zipfile.is_zipfile(path):
+            # Random bytes make torch's legacy reader fail in arbitrary ways (IndexError, ...).
+            reason = "not a torch file (neither a zip archive nor a readable weights-only pickle)"
+        raise error(f"cannot read {what} {path}: {reason}") from None
