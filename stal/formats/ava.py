@@ -40,7 +40,7 @@ import numpy as np
 
 from stal.errors import DataError
 from stal.formats.ava_csv import (AvaFormatError, VideoVocab, boxes_valid, parse_int_field, read_box_csv,
-                                   valid_video_id)
+                                   read_error, valid_video_id)
 from stal.io.atomic import atomic_write_text
 from stal.io.safe_pickle import load_pickle
 
@@ -160,14 +160,10 @@ def _read_text(path: PathLike) -> str:
         # utf-8-sig: tolerate a byte-order mark written by spreadsheet programs.
         with open(path, "r", encoding="utf-8-sig", newline="") as f:
             text = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a file") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+        raise read_error(path, e) from None
     return text.replace("\r\n", "\n")
 
 

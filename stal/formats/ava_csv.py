@@ -259,6 +259,15 @@ def valid_video_id(video: str) -> bool:
     return bool(video) and video == video.strip() and "\ufeff" not in video
 
 
+def read_error(path: PathLike, exc: OSError, *, expected: str = "a file") -> DataError:
+    """The one-line DataError for an OSError raised while opening or reading ``path``."""
+    if isinstance(exc, FileNotFoundError):
+        return DataError(f"{path}: file not found")
+    if isinstance(exc, IsADirectoryError):
+        return DataError(f"{path}: is a directory, expected {expected}")
+    return DataError(f"{path}: cannot read ({exc.strerror})")
+
+
 def sniff_columns(path: PathLike) -> Optional[int]:
     """Columns of the first non-blank line, None for a file without data rows."""
     try:
@@ -266,12 +275,8 @@ def sniff_columns(path: PathLike) -> Optional[int]:
             for line in f:
                 if line.strip():
                     return line.count(b",") + 1
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a CSV file") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+        raise read_error(path, e, expected="a CSV file") from None
     return None
 
 
