@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+import build_background_bank
 import eval_frame_map
 import test_net
 import train_net
@@ -195,6 +196,14 @@ CASES = {
     "tube_bank_index_not_json": Case(train_net, _train(
         "TRAIN.DATASET", "synthesis", "SYNTHESIS.TUBE_BANK", lambda d: os.path.dirname(_w(d, "bank/index.json", "{"))),
         ("index.json",)),
+    # --- images through data_prep/build_background_bank.py ----------------------------------
+    "image_truncated_jpeg": Case(build_background_bank, lambda d: _background_images(d, "jpeg"),
+                                 ("half.jpeg", "truncated")),
+    "image_truncated_png": Case(build_background_bank, lambda d: _background_images(d, "png"),
+                                ("half.png", "truncated")),
+    "image_not_an_image": Case(build_background_bank, lambda d: ["--out", os.path.join(d, "out", "bg"), "--images",
+                                                                 _w(d, "fake.jpg", b"GIF89a but not really")],
+                               ("fake.jpg",)),
     # --- checkpoints through tools/test_net.py -----------------------------------------------
     "checkpoint_random": Case(test_net, _checkpoint(lambda d: np.random.default_rng(512).bytes(512)), ("model.pyth", "not a torch file")),
     "checkpoint_truncated": Case(test_net, _checkpoint(lambda d: _other_arch_checkpoint(d)[:300]),
@@ -206,6 +215,19 @@ CASES = {
     "checkpoint_other_arch": Case(test_net, _checkpoint(_other_arch_checkpoint), ("model.pyth",)),
     "checkpoint_not_a_zip_member": Case(test_net, _checkpoint(lambda d: _zip_without_data()), ("model.pyth",)),
 }
+
+
+def _background_images(d: str, fmt: str) -> list[str]:
+    """A good image and one cut in half, for the background-bank builder."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    good, half = _w(d, f"good.{fmt}", buf.getvalue()), _w(d, f"half.{fmt}", buf.getvalue()[: len(buf.getvalue()) // 2])
+    return ["--out", os.path.join(d, "out", "bg"), "--images", good, half]
 
 
 def _zip_without_data() -> bytes:

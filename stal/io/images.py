@@ -31,7 +31,10 @@ def read_image_and_size(path: str, *, size: int | None = None, what: str = "imag
                 rgb = rgb.resize((size, size), Image.BILINEAR)
             return np.asarray(rgb), img.size
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {what} {path}: {exc}") from None
+        reason = str(exc)
+        if "truncated" in reason.lower():  # PIL says it three ways, depending on format and point
+            reason = f"the file is truncated ({reason})"
+        raise DataError(f"cannot read {what} {path}: {reason}") from None
 
 
 def read_image(path: str, *, size: int | None = None, what: str = "image") -> np.ndarray:
