@@ -167,11 +167,13 @@ def test_no_duplicate_warning_for_distinct_rows(tmp_path):
     assert not [w for w in caught if "duplicate" in str(w.message)]
 
 
-@pytest.mark.parametrize("target", ["det", "gt", "labelmap", "missing_folder", "directory"])
+@pytest.mark.parametrize("target", ["det", "gt", "labelmap", "hard_link", "missing_folder", "directory"])
 def test_out_is_checked_before_any_work(tmp_path, capsys, target):
     gt, det, labels = _ava_files(tmp_path, "vid,0902,0.1,0.1,0.5,0.5,1,0.9\n")
+    if target == "hard_link":
+        os.link(det, tmp_path / "link.csv")
     out = {"det": det, "gt": gt, "labelmap": labels, "missing_folder": str(tmp_path / "nope" / "r.json"),
-           "directory": str(tmp_path)}[target]
+           "directory": str(tmp_path), "hard_link": str(tmp_path / "link.csv")}[target]
     before = open(det, "rb").read()
     with pytest.raises(SystemExit) as info:
         eval_frame_map.main(["--gt", gt, "--det", det, "--labelmap", labels, "--out", out])

@@ -98,7 +98,8 @@ def _check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     out = os.path.realpath(args.out)
     for flag in ("gt", "det", "labelmap", "excluded"):
         path = getattr(args, flag)
-        if path is not None and os.path.realpath(path) == out:
+        if path is not None and (os.path.realpath(path) == out or (os.path.exists(out) and os.path.exists(path)
+                                                                   and os.path.samefile(path, out))):
             parser.error(f"--out {args.out} is the --{flag} file; the result would replace it")
     folder = os.path.dirname(out)
     if not os.path.isdir(folder):
