@@ -97,13 +97,22 @@ def _synthesis_transforms(cfg: CfgNode) -> list:
     return steps
 
 
+def labelmap_path(cfg: CfgNode) -> str:
+    """The label map of TEST.DATASET (the names of the model's classes, in id order)."""
+    if cfg.TEST.DATASET == "demo":
+        return demo_data(cfg).labelmap
+    if cfg.TEST.DATASET == "ava":
+        return _ava_path(cfg, cfg.AVA.LABEL_MAP_FILE)
+    if cfg.TEST.DATASET in _ACT_DATASETS:
+        return _act_paths(cfg, cfg.TEST.DATASET)["labelmap"]
+    raise ConfigError(f"TEST.DATASET {cfg.TEST.DATASET} has no label map of action classes (an image task)")
+
+
 def _test_labelmap_path(cfg: CfgNode) -> str | None:
     """The label map the test split scores classes with (None: no test, or the demo's own)."""
     if not cfg.TEST.ENABLE or cfg.TEST.DATASET not in ("ava", *_ACT_DATASETS):
         return None
-    if cfg.TEST.DATASET == "ava":
-        return _ava_path(cfg, cfg.AVA.LABEL_MAP_FILE)
-    return _act_paths(cfg, cfg.TEST.DATASET)["labelmap"]
+    return labelmap_path(cfg)
 
 
 def _check_bank_classes(cfg: CfgNode, tubes: tube_bank.TubeBank) -> None:
