@@ -125,3 +125,15 @@ def test_bad_input_is_one_line(trained, capsys, case, expected):
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert expected in lines[0]
+
+
+def test_local_detector_checkpoint_is_loaded_weights_only(trained):
+    """A fasterrcnn_resnet50_fpn state dict (random weights here: the real file is not shipped)."""
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+    root, cfg, opts = trained
+    torch.manual_seed(0)
+    torch.save(fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict(), root / "frcnn.pth")
+    assert _run(trained, "--detector", str(root / "frcnn.pth"), "--stride", "2") == 0
+    det = read_ava_csv(root / "out" / "detections.csv")
+    assert set(det.timestamp.tolist()) <= {2} and ((det.boxes >= 0) & (det.boxes <= 1)).all()
