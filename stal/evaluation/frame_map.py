@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -171,8 +171,9 @@ def ava_frame_map_files(
         det_hashes.append(row_hashes(batch))
         rows += len(batch)
     result = acc.result()
-    for path, hashes in ((gt_csv, [row_hashes(gt)]), (det_csv, det_hashes)):
-        _report_duplicates(path, np.concatenate(hashes) if hashes else np.empty(0, np.uint64), strict=strict)
+    _report_duplicates(gt_csv, [row_hashes(gt)], strict=strict, reread=lambda: [row_hashes(gt)])
+    _report_duplicates(det_csv, det_hashes, strict=strict,
+                       reread=lambda: (row_hashes(b) for b in iter_box_csv(det_csv, vocab=vocab)))
     if rows == 0:
         warnings.warn(f"{det_csv}: no detections; every class with ground truth has AP 0", stacklevel=2)
     skipped = result["counts"]["det_action_not_in_labelmap"]
@@ -182,43 +183,75 @@ def ava_frame_map_files(
     return result
 
 
+# Odd 64-bit multipliers, one per column of a row (row_hashes): odd, so two rows that differ in
+# one column never collide; splitmix64's finalizer constants mix the sum.
+_ROW_MULTIPLIERS = tuple(np.uint64(k) for k in (
+    0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93,
+    0xA0761D6478BD642F, 0xE7037ED1A0B428DB, 0x8EBC6AF09C88C6E3, 0x589965CC75374CC3))
+
+
 def row_hashes(batch: BoxBatch) -> np.ndarray:
     """uint64 (N,): a hash of each whole row (video, timestamp, box, action, score / person id).
 
-    Hashes, not the rows: 8 bytes per row keep the streaming evaluator's memory small; two
-    distinct rows collide with probability ~ N^2 / 2^64 (none for any real file).
+    Hashes, not the rows: 8 bytes per row keep the streaming evaluator's memory small. A row is
+    a weighted sum of its 8 columns' bits (mod 2^64, odd weights) run through a finalizer, two
+    in-place passes per column: the check rides on the evaluator's hot path, so it must stay a
+    small part of it (tools/bench_eval.py).
     """
-    cols = [batch.video.astype(np.int64).view(np.uint64), batch.timestamp.view(np.uint64),
+    cols = (batch.video.astype(np.int64).view(np.uint64), batch.timestamp.view(np.uint64),
             *np.ascontiguousarray(batch.boxes, np.float64).view(np.uint64).T, batch.action.view(np.uint64),
-            np.ascontiguousarray(batch.extra, np.float64).view(np.uint64)]
-    h = np.full(len(batch), 0xCBF29CE484222325, np.uint64)
+            np.ascontiguousarray(batch.extra, np.float64).view(np.uint64))
+    h, term = np.zeros(len(batch), np.uint64), np.empty(len(batch), np.uint64)
     with np.errstate(over="ignore"):
-        for col in cols:  # FNV-style mixing, then a splitmix64 finalizer per field
-            x = (col + np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
-            x ^= x >> np.uint64(31)
-            h = (h ^ x) * np.uint64(0x100000001B3)
+        for k, col in zip(_ROW_MULTIPLIERS, cols):
+            np.multiply(col, k, out=term)
+            h += term
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
     return h
 
 
-def _report_duplicates(path: PathLike, hashes: np.ndarray, *, strict: bool) -> None:
+def _report_duplicates(path: PathLike, chunks: list[np.ndarray], *, strict: bool,
+                       reread: Callable[[], Iterable[np.ndarray]]) -> None:
     """Warn (``strict``: DataError) once per file with the number of repeated rows and the first.
 
+    ``chunks``: the file's row hashes, block by block, in file order; they are consumed (moved
+    into one sorted array, so the check holds 8 bytes per row once). ``reread`` yields them
+    again in file order, which only a file with duplicates needs (for the first one's line).
+
     The official evaluator scores every row, so a repeated detection is a false positive and a
-    repeated ground-truth box an extra miss (0.58 -> 0.33 mAP on one case): almost always a
-    concatenation or export mistake, which the AP alone does not reveal.
+    repeated ground-truth box an extra miss (tests/test_bad_inputs_data_prep.py: a perfect
+    detector's AP drops below 1): almost always a concatenation or export mistake, which the AP
+    alone does not reveal.
     """
-    _, first = np.unique(hashes, return_index=True)
-    repeated = int(len(hashes) - len(first))
+    ordered, start = np.empty(sum(len(c) for c in chunks), np.uint64), 0
+    while chunks:
+        chunk = chunks.pop(0)
+        ordered[start:start + len(chunk)] = chunk
+        start += len(chunk)
+    ordered.sort()  # in place: a plain sort, not np.unique's index bookkeeping (3x the evaluation)
+    same = ordered[1:] == ordered[:-1]
+    repeated = int(np.count_nonzero(same))
     if not repeated:
         return
-    is_first = np.zeros(len(hashes), bool)
-    is_first[first] = True
-    row = int(np.flatnonzero(~is_first)[0])
-    message = f"{path}: {repeated} duplicate rows (a row repeated exactly), first at line " \
-              f"{line_of_row(path, row)}"
+    row = _first_repeat(reread(), np.unique(ordered[1:][same]))
+    message = f"{path}: {repeated} duplicate rows (a row repeated exactly), first at line {line_of_row(path, row)}"
     if strict:
         raise DataError(message + " (--strict)")
     warnings.warn(message + "; they are scored as the official evaluator does", stacklevel=3)
+
+
+def _first_repeat(chunks: Iterable[np.ndarray], repeated: np.ndarray) -> int:
+    """0-based index of the first row whose hash (one of ``repeated``) occurred before it."""
+    seen, offset = set(), 0
+    for chunk in chunks:
+        for i in np.flatnonzero(np.isin(chunk, repeated)):
+            if chunk[i] in seen:
+                return offset + int(i)
+            seen.add(chunk[i])
+        offset += len(chunk)
+    raise AssertionError("a repeated hash must repeat")  # the caller found it in the same rows
 
 
 def _check_actions(path: PathLike, batch: BoxBatch, acc: "FrameMapAccumulator") -> None:
