@@ -192,12 +192,13 @@ class PxAPAccumulator:
         return float((precision[1:] * np.diff(recall))[nonzero[1:]].sum())
 
 
-__all__ = ["BoxAccumulator", "CAM_THRESHOLDS", "PxAPAccumulator", "multiple_iou", "normalize_scoremap",
-           "scoremap_boxes"]
-
-
 def gt_boxes_inclusive(box_xyxy: np.ndarray) -> np.ndarray:
     """int64 (G, 4) inclusive corners of float (G, 4) ``x1, y1, x2, y2`` input-pixel boxes (exclusive end)."""
     box = np.asarray(box_xyxy, np.float64).reshape(-1, 4)
     return np.stack([np.floor(box[:, 0]), np.floor(box[:, 1]), np.ceil(box[:, 2]) - 1,
                      np.ceil(box[:, 3]) - 1], 1).astype(np.int64)
+
+
+__all__ = ["BoxAccumulator", "CAM_THRESHOLDS", "PxAPAccumulator", "gt_boxes_inclusive", "multiple_iou",
+           "normalize_scoremap", "scoremap_boxes"]
+
