@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stal.errors import DataError, StalError  # noqa: E402
 
-from stal.io.video import VIDEO_EXTENSIONS  # noqa: E402
+from stal.io.video import VIDEO_EXTENSIONS, allowed_shortfall  # noqa: E402
 MARKER = "COMPLETE"
 
 
@@ -104,15 +104,6 @@ def frames_in_video(*, fps: float, start: float, duration: float | None, video_l
     ``video_length`` seconds (its header's length) holds."""
     end = video_length if duration is None else min(start + duration, video_length)
     return max(0, int(math.ceil((end - start) * fps - 1e-9)))
-
-
-def allowed_shortfall(expected: int) -> int:
-    """Frames a complete extraction may come up short of ``expected``: 2, or 1 % when more.
-
-    Header lengths are rounded (Matroska: to the millisecond) and may or may not count the
-    last frame's period; a truncated file (a cut download, a full disk) loses far more.
-    """
-    return max(2, int(math.ceil(0.01 * expected)))
 
 
 def _check_count(path: str, count: int, *, fps: float, start: float, duration: float | None,

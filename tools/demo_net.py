@@ -78,12 +78,12 @@ def detector_boxes(path: str, video, seconds, *, threshold: float = 0.5) -> dict
 
 
 def export_demo_video(cfg, folder: str) -> None:
-    """The demo's first test video as an mp4 (frames at DEMO.FPS) and its person boxes CSV."""
-    import av
-
+    """The demo's first test video as a lossless .mkv (frames at DEMO.FPS) and its person boxes CSV."""
     from stal.data.build import demo_data
     from stal.formats.ava import read_ava_csv
+    from stal.io.atomic import atomic_write_text
     from stal.io.images import list_frames, read_image
+    from stal.io.video import write_video
 
     paths = demo_data(cfg)
     video = sorted(os.listdir(paths.frames))[0]
@@ -91,20 +91,11 @@ def export_demo_video(cfg, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
     # Lossless (FFV1, RGB): the demo's 64-pixel actors are small enough that MPEG-4 at its best
     # quality (3.7 grey levels of error) flips the demo model's predictions.
-    with av.open(os.path.join(folder, f"{video}.mkv"), "w") as container:
-        stream = container.add_stream("ffv1", rate=cfg.DEMO.FPS)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_video(os.path.join(folder, f"{video}.mkv"), frames, fps=cfg.DEMO.FPS, codec="ffv1", pix_fmt="bgr0")
     boxes = read_ava_csv(paths.person_boxes_csv)
-    with open(os.path.join(folder, f"{video}_boxes.csv"), "w") as f:
-        f.write("video,time,x1,y1,x2,y2\n")
-        for v, second, b in zip(boxes.video, boxes.timestamp, boxes.boxes):
-            if v == video:  # AVA seconds count from 900
-                f.write(f"{v},{int(second) - 900},{b[0]:.4f},{b[1]:.4f},{b[2]:.4f},{b[3]:.4f}\n")
+    rows = [f"{v},{int(second) - 900},{b[0]:.4f},{b[1]:.4f},{b[2]:.4f},{b[3]:.4f}\n"  # AVA seconds count from 900
+            for v, second, b in zip(boxes.video, boxes.timestamp, boxes.boxes) if v == video]
+    atomic_write_text(os.path.join(folder, f"{video}_boxes.csv"), "video,time,x1,y1,x2,y2\n" + "".join(rows))
     print(f"-> {folder}/{video}.mkv, {folder}/{video}_boxes.csv")
 
 
@@ -120,9 +111,10 @@ def run(args) -> str:
         export_demo_video(cfg, args.export_demo_video)
         return ""
     names = read_labelmap(labelmap_path(cfg))
-    if len(names) != cfg.MODEL.NUM_CLASSES:
-        raise DataError(f"{labelmap_path(cfg)}: the label map has {len(names)} classes, the model "
-                        f"{cfg.MODEL.NUM_CLASSES} (MODEL.NUM_CLASSES); they must match")
+    # Output j scores class id j + 1, as in the test path; AVA's 60 named classes of 80 outputs are fine.
+    if max(names) > cfg.MODEL.NUM_CLASSES or min(names) < 1:
+        raise DataError(f"{labelmap_path(cfg)}: the label map has class ids {min(names)}..{max(names)}, the model "
+                        f"outputs ids 1..{cfg.MODEL.NUM_CLASSES} (MODEL.NUM_CLASSES): not every class has an output")
     model = build_model(cfg)
     load_trained_weights(cfg, model)
     video = inference.decode_video(args.video)
@@ -136,6 +128,7 @@ def run(args) -> str:
         boxes = inference.subtraction_boxes(args.video, video, seconds)
     det = inference.predict_video(
         model, video, boxes, name=name, class_ids=sorted(names), loss_func=cfg.MODEL.LOSS_FUNC,
+        batch_size=cfg.TEST.BATCH_SIZE,
         num_frames=cfg.DATA.NUM_FRAMES, sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE,
         mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
     os.makedirs(args.out, exist_ok=True)

@@ -17,14 +17,14 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
 from stal.data.batch import normalize_clip
+from stal.engine.evaluate import predict_detections
 from stal.errors import DataError
 from stal.formats.ava import AvaTable
-from stal.io.video import decode_with_times, probe_video
-from stal.losses import class_probabilities
-from stal.masks import label_components
-from stal.progress import progress
+from stal.io.video import allowed_shortfall, decode_with_times, probe_video
+from stal.masks import component_boxes
 from stal.synthesis.extraction import SubtractionSpec, foreground_masks, plate_of_video
 
 logger = logging.getLogger("stal")
@@ -49,7 +49,8 @@ def decode_video(path: str) -> DecodedVideo:
     if not frames:
         raise DataError(f"{path}: no frame could be decoded")
     fps = info.fps or 25.0
-    if info.duration and len(frames) < info.duration * fps - max(2, 0.01 * info.duration * fps):
+    expected = int(round(info.duration * fps))
+    if info.duration and len(frames) < expected - allowed_shortfall(expected):
         raise DataError(f"{path}: decoded {len(frames)} frames, the header says {info.duration:.2f} s at "
                         f"{fps:g} fps; the video is truncated")
     return DecodedVideo(np.stack(frames), fps)
@@ -89,17 +90,14 @@ def subtraction_boxes(path: str, video: DecodedVideo, seconds: Sequence[int], *,
     spec = SubtractionSpec()
     plate, _ = plate_of_video(path, stride=1, plate_frames=spec.plate_frames)
     index = [min(len(video.frames) - 1, int(round(t * video.fps))) for t in seconds]
-    labels, _ = label_components(foreground_masks(video.frames[index], plate, spec), connectivity=8)
-    H, W = labels.shape[1:]
+    masks = foreground_masks(video.frames[index], plate, spec)
+    H, W = masks.shape[1:]
     out = {}
-    for t, frame in zip(seconds, labels):
-        boxes = []
-        for k in np.unique(frame[frame > 0]):
-            ys, xs = np.nonzero(frame == k)
-            if ys.size >= min_area:
-                boxes.append([xs.min() / W, ys.min() / H, (xs.max() + 1) / W, (ys.max() + 1) / H])
-        if boxes:
-            out[t] = np.array(boxes, np.float32)
+    for t, mask in zip(seconds, masks):
+        boxes, sizes = component_boxes(mask, connectivity=8)  # inclusive pixel corners
+        boxes = boxes[sizes >= min_area]
+        if len(boxes):
+            out[t] = ((boxes + [0, 0, 1, 1]) / [W, H, W, H]).astype(np.float32)
     return out
 
 
@@ -113,29 +111,34 @@ def keyframe_clip(video: DecodedVideo, second: int, *, num_frames: int, sampling
     return normalize_clip(np.stack(frames).astype(np.float32) / 255.0, mean, std)
 
 
-@torch.no_grad()
+class VideoKeyframes(Dataset):
+    """Items of :func:`stal.data.ava.collate_eval` for the keyframes of one decoded video: ``clip``
+    (3, T, S, S), ``boxes`` (K, 4) input pixels, ``boxes_norm`` (K, 4), ``key`` (name, second)."""
+
+    def __init__(self, *, video: DecodedVideo, boxes: dict[int, np.ndarray], name: str, num_frames: int,
+                 sampling_rate: int, crop_size: int, mean: Sequence[float], std: Sequence[float]):
+        self.video, self.boxes, self.name, self.seconds = video, boxes, name, sorted(boxes)
+        self.clip_args = dict(num_frames=num_frames, sampling_rate=sampling_rate, crop_size=crop_size,
+                              mean=mean, std=std)
+
+    def __len__(self) -> int:
+        return len(self.seconds)
+
+    def __getitem__(self, i: int) -> dict:
+        second = self.seconds[i]
+        boxes = torch.from_numpy(self.boxes[second])
+        return {"clip": keyframe_clip(self.video, second, **self.clip_args), "boxes_norm": boxes,
+                "boxes": boxes * self.clip_args["crop_size"], "key": (self.name, second)}
+
+
 def predict_video(model: torch.nn.Module, video: DecodedVideo, boxes: dict[int, np.ndarray], *, name: str,
-                  class_ids: list[int], loss_func: str, num_frames: int, sampling_rate: int, crop_size: int,
-                  mean: Sequence[float], std: Sequence[float]) -> AvaTable:
-    """AVA prediction rows (one per box and class) for every keyframe that has boxes."""
-    model.eval()
-    device = next(model.parameters()).device
-    rows = {"video": [], "timestamp": [], "boxes": [], "action": [], "extra": []}
-    for second in progress(sorted(boxes), desc="keyframes", unit="keyframe"):
-        clip = keyframe_clip(video, second, num_frames=num_frames, sampling_rate=sampling_rate,
-                             crop_size=crop_size, mean=mean, std=std)
-        b = boxes[second]
-        rois = torch.cat([torch.zeros(len(b), 1), torch.from_numpy(b) * crop_size], 1)
-        probs = class_probabilities(model(clip[None].to(device), rois.to(device)), loss_func=loss_func).cpu().numpy()
-        for k in range(len(b)):
-            for j, class_id in enumerate(class_ids):
-                rows["video"].append(name)
-                rows["timestamp"].append(second)
-                rows["boxes"].append(b[k])
-                rows["action"].append(class_id)
-                rows["extra"].append(probs[k, j])
-    if not rows["video"]:
+                  class_ids: list[int], loss_func: str, batch_size: int, num_frames: int, sampling_rate: int,
+                  crop_size: int, mean: Sequence[float], std: Sequence[float]) -> AvaTable:
+    """AVA prediction rows (one per box and label-map class) for every keyframe that has boxes,
+    scored by the test path's :func:`stal.engine.evaluate.predict_detections` (model output j is
+    class id j + 1)."""
+    if not boxes:
         return AvaTable.empty()
-    return AvaTable(video=np.array(rows["video"], object), timestamp=np.array(rows["timestamp"], np.int64),
-                    boxes=np.array(rows["boxes"], np.float32), action=np.array(rows["action"], np.int64),
-                    extra=np.array(rows["extra"], np.float32))
+    keyframes = VideoKeyframes(video=video, boxes=boxes, name=name, num_frames=num_frames,
+                               sampling_rate=sampling_rate, crop_size=crop_size, mean=mean, std=std)
+    return predict_detections(model, keyframes, batch_size=batch_size, loss_func=loss_func, class_ids=class_ids)

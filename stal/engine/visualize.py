@@ -6,12 +6,12 @@ frame from that keyframe until the next one. Drawing uses PIL only (no plotting 
 
 from __future__ import annotations
 
-import av
 import numpy as np
 from PIL import Image, ImageDraw
 
 from stal.formats.ava import AvaTable
 from stal.io.atomic import atomic_open
+from stal.io.video import write_video
 
 _COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230)]
@@ -44,19 +44,13 @@ def write_annotated_video(path: str, frames: np.ndarray, fps: float, det: AvaTab
     """Encode ``frames`` (N, H, W, 3) with the predictions drawn (MPEG-4 Part 2, atomically)."""
     seconds = sorted(set(det.timestamp.tolist()))
     people = {s: _people(det, s) for s in seconds}
-    H, W = frames.shape[1:3]
-    with atomic_open(path, "wb") as f, av.open(f, "w", format="mp4") as container:
-        stream = container.add_stream("mpeg4", rate=int(round(fps)))
-        stream.width, stream.height, stream.pix_fmt = W - W % 2, H - H % 2, "yuv420p"
-        stream.options = {"qscale": "3"}
+
+    def annotated():
         for i, frame in enumerate(frames):
             current = [s for s in seconds if s * fps <= i]
-            shown = annotate_frame(frame, people[current[-1]], names) if current else frame
-            out = av.VideoFrame.from_ndarray(np.ascontiguousarray(shown[:H - H % 2, :W - W % 2]), format="rgb24")
-            for packet in stream.encode(out):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            yield annotate_frame(frame, people[current[-1]], names) if current else frame
+
+    write_video(path, annotated(), fps=fps, codec="mpeg4", options={"qscale": "3"}, container_format="mp4")
 
 
 def draw_timeline(path: str, det: AvaTable, names: dict[int, str], *, width: int = 640, row: int = 36) -> None:

@@ -14,13 +14,15 @@ frame i (0-based) shows the decoded frame whose presentation time is nearest to
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from stal.errors import DataError
+from stal.io.atomic import atomic_open
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 
@@ -99,6 +101,45 @@ class VideoInfo:
     num_frames: int
     width: int
     height: int
+
+
+def allowed_shortfall(expected: int) -> int:
+    """Frames a complete decode may come up short of the header's ``expected``: 2, or 1 % when more.
+
+    Header lengths are rounded (Matroska: to the millisecond) and may or may not count the
+    last frame's period; a truncated file (a cut download, a full disk) loses far more.
+    """
+    return max(2, int(math.ceil(0.01 * expected)))
+
+
+def write_video(path: str, frames: Iterable[np.ndarray], *, fps: float, codec: str = "libx264",
+                pix_fmt: str = "yuv420p", options: dict[str, str] | None = None,
+                container_format: str | None = None) -> None:
+    """Encode uint8 (H, W, 3) RGB frames with PyAV, atomically (a failed encode leaves no file).
+
+    The frame size is the first frame's, cropped to even height and width for yuv420p; the
+    container follows ``path``'s extension unless ``container_format`` is given.
+    """
+    import av
+
+    fmt = container_format or {".mkv": "matroska", ".webm": "webm", ".avi": "avi"}.get(
+        os.path.splitext(path)[1].lower(), "mp4")
+    with atomic_open(path, "wb") as f, av.open(f, "w", format=fmt) as container:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                even = 2 if pix_fmt == "yuv420p" else 1
+                height, width = frame.shape[0] // even * even, frame.shape[1] // even * even
+                stream = container.add_stream(codec, rate=int(round(fps)))
+                stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+                stream.options = dict(options or {})
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
+            for packet in stream.encode(image):
+                container.mux(packet)
+        if stream is None:
+            raise DataError(f"{path}: no frames to write")
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def probe_video(path: str) -> VideoInfo:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stal.io.video import write_video
+
 
 def static_camera_frames(*, num_frames: int = 24, height: int = 96, width: int = 128,
                          figures: tuple[tuple[int, int, int, tuple[int, int, int]], ...] = (
@@ -31,14 +33,4 @@ def static_camera_frames(*, num_frames: int = 24, height: int = 96, width: int =
 
 def encode_video(path: str, frames: np.ndarray, *, fps: int = 10, crf: int = 18, codec: str = "libx264") -> None:
     """Write uint8 (T, H, W, 3) frames (even H and W) as an H.264 mp4 with PyAV."""
-    import av
-
-    with av.open(path, "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_video(path, frames, fps=fps, codec=codec, options={"crf": str(crf)})
