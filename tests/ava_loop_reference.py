@@ -34,8 +34,11 @@ def read_rows(path: str) -> list[Row]:
 
 def reference_frame_map(gt_rows: list[Row], det_rows: list[Row], labelmap: dict, excluded: set,
                         thr: float = 0.5, *, top_k: int | None = None,
-                        ignore_empty_frames: bool = False) -> dict:
-    """{"frame_mAP": float (NaN without GT), "per_class_AP": {str(id): float or None}}."""
+                        ignore_empty_frames: bool = False, match_order: str = "score") -> dict:
+    """{"frame_mAP": float (NaN without GT), "per_class_AP": {str(id): float or None}}.
+
+    ``match_order="file"``: detections claim boxes in file order (PySlowFast's copy); the
+    AP ranking is by score either way."""
     gt_boxes: dict = defaultdict(list)  # (class, video, ts) -> boxes in file order
     gt_frames = set()
     for v, t, x1, y1, x2, y2, a, _ in gt_rows:
@@ -55,19 +58,21 @@ def reference_frame_map(gt_rows: list[Row], det_rows: list[Row], labelmap: dict,
     dets = [d for d in dets if d[2][1:] not in excluded and d[3][0] < d[3][2] and d[3][1] < d[3][3]]
     if ignore_empty_frames:
         dets = [d for d in dets if d[2][1:] in gt_frames]
-    dets.sort(key=lambda d: -d[0])  # Python's sort is stable: ties keep file order
+    ranked = sorted(dets, key=lambda d: -d[0])  # Python's sort is stable: ties keep file order
     matched: dict = defaultdict(set)
-    flags: dict = defaultdict(list)  # class -> TP flags in rank order
-    for _, _, key, box in dets:
+    is_tp = {}
+    for _, i, key, box in ranked if match_order == "score" else dets:
         best, best_iou = None, -1.0
         for j, g in enumerate(gt_boxes.get(key, ())):
             o = iou(box, g)
             if o > best_iou:
                 best, best_iou = j, o
-        tp = best is not None and best_iou >= thr and best not in matched[key]
-        if tp:
+        is_tp[i] = best is not None and best_iou >= thr and best not in matched[key]
+        if is_tp[i]:
             matched[key].add(best)
-        flags[key[0]].append(tp)
+    flags: dict = defaultdict(list)  # class -> TP flags in rank order
+    for _, i, key, _ in ranked:
+        flags[key[0]].append(is_tp[i])
     per_class = {}
     for c in sorted(labelmap):
         n_gt = sum(len(v) for k, v in gt_boxes.items() if k[0] == c)

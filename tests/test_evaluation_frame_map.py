@@ -200,6 +200,45 @@ def test_matches_loop_reference(seed: int) -> None:
             assert got["frame_mAP"] == pytest.approx(want["frame_mAP"], abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_file_match_order_matches_loop_reference(seed: int) -> None:
+    gt, det, labelmap, excluded = _random_case(seed)
+    got = ava_frame_map(gt, det, labelmap, excluded=excluded, match_order="file")
+    want = reference_frame_map(gt, det, labelmap, excluded, 0.5, match_order="file")
+    for key, ap in want["per_class_AP"].items():
+        assert got["per_class_AP"][key] == (None if ap is None else pytest.approx(ap, abs=1e-12)), key
+    if seed == 2:  # a case where the order matters, so the test can tell the two apart
+        assert got["per_class_AP"] != ava_frame_map(gt, det, labelmap, excluded=excluded)["per_class_AP"]
+
+
+def test_file_match_order_is_pyslowfast_on_an_unsorted_keyframe() -> None:
+    # One GT box; two detections of it on the same keyframe, the lower score first in the file.
+    # Score order (official): 0.9 TP, 0.5 FP -> AP 1.  File order (PySlowFast's
+    # per_image_evaluation): 0.5 claims the box first (TP), 0.9 is the duplicate (FP); ranked
+    # by score the TP comes second: precision 1/2 at recall 1 -> AP 0.5.
+    gt = _table([("v", 902, *A, 1, 0)])
+    det = _table([("v", 902, *A, 1, 0.5), ("v", 902, *A, 1, 0.9)])
+    assert ava_frame_map(gt, det, {1: "a"})["frame_mAP"] == 1.0
+    assert ava_frame_map(gt, det, {1: "a"}, match_order="file")["frame_mAP"] == 0.5
+    with pytest.raises(ValueError, match="match_order"):
+        ava_frame_map(gt, det, {1: "a"}, match_order="heap")
+
+
+@pytest.mark.filterwarnings("ignore:.*(duplicate rows|not in the label map):UserWarning")
+def test_written_detections_give_one_number_in_either_order(tmp_path: Path) -> None:
+    # write_ava_csv(score=True) sorts each keyframe's rows by descending score, so PySlowFast's
+    # file-order matching of stal's own files equals the official score order.
+    gt, det, labelmap, excluded = _random_case(1)
+    write_ava_csv(tmp_path / "gt.csv", gt)
+    write_ava_csv(tmp_path / "det.csv", det, score=True, box_decimals=6)
+    write_labelmap(tmp_path / "map.pbtxt", {k: v for k, v in labelmap.items()})
+    by_score, by_file = (ava_frame_map_files(tmp_path / "gt.csv", tmp_path / "det.csv", tmp_path / "map.pbtxt",
+                                             match_order=order) for order in ("score", "file"))
+    assert by_score == by_file
+    unsorted = ava_frame_map(gt, det, labelmap, match_order="file")
+    assert unsorted["per_class_AP"] != by_file["per_class_AP"]  # the case is one where order matters
+
+
 def test_chunked_matching_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     gt, det, labelmap, excluded = _random_case(3)
     whole = ava_frame_map(gt, det, labelmap, excluded=excluded)
@@ -250,6 +289,18 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     assert result["frame_mAP"] == pytest.approx(0.75)
     assert result["per_class_AP"] == {"1": pytest.approx(0.5), "2": 1.0, "3": None}
     assert "frame-mAP@0.5: 0.7500" in proc.stdout and "bend/bow" in proc.stdout
+
+
+def test_cli_match_order_file(tmp_path: Path) -> None:
+    gt = _table([("v", 902, *A, 1, 0)])
+    (tmp_path / "det.csv").write_text("v,0902,0.1,0.1,0.4,0.5,1,0.5\nv,0902,0.1,0.1,0.4,0.5,1,0.9\n")
+    write_ava_csv(tmp_path / "gt.csv", gt)
+    write_labelmap(tmp_path / "map.pbtxt", {1: "a"})
+    for order, want in (("score", 1.0), ("file", 0.5)):
+        proc = _run_cli("--gt", str(tmp_path / "gt.csv"), "--det", str(tmp_path / "det.csv"), "--labelmap",
+                        str(tmp_path / "map.pbtxt"), "--match-order", order, "--out", str(tmp_path / "r.json"))
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((tmp_path / "r.json").read_text())["frame_mAP"] == want
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:

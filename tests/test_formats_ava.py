@@ -15,6 +15,7 @@ from stal.formats.ava import (
     read_ava_csv,
     read_excluded,
     read_labelmap,
+    keyframe_score_order,
     write_ava_csv,
     write_labelmap,
 )
@@ -161,6 +162,24 @@ def test_csv_round_trip_detections(tmp_path: Path) -> None:
     write_ava_csv(path, table, score=True)
     assert ",," in path.read_text().splitlines()[3]
     _assert_tables_equal(read_ava_csv(path, float_dtype=np.float64), table)
+
+
+def test_detections_written_score_sorted_within_each_keyframe(tmp_path: Path) -> None:
+    # Keyframes keep their order of first appearance (b,0903 before a,0902); inside each, rows go
+    # by descending score, equal scores in table order (the two 0.5 rows of b,0903).
+    table = AvaTable(video=np.array(["b", "a", "b", "b", "a", "b"], dtype=object),
+                     timestamp=np.array([903, 902, 903, 903, 902, 903]),
+                     boxes=np.tile([[0.1, 0.1, 0.5, 0.5]], (6, 1)), action=np.array([1, 1, 2, 3, 4, 5]),
+                     extra=np.array([0.5, 0.2, 0.9, 0.5, 0.7, 0.1]))
+    assert keyframe_score_order(table).tolist() == [2, 0, 3, 5, 4, 1]
+    write_ava_csv(tmp_path / "det.csv", table, score=True)
+    rows = [line.split(",") for line in (tmp_path / "det.csv").read_text().splitlines()]
+    assert [(r[0], r[6], r[7]) for r in rows] == [
+        ("b", "2", "0.900000"), ("b", "1", "0.500000"), ("b", "3", "0.500000"), ("b", "5", "0.100000"),
+        ("a", "4", "0.700000"), ("a", "1", "0.200000")]
+    table.extra = np.array([3.0, 1, 4, 1, 5, 9])
+    write_ava_csv(tmp_path / "gt.csv", table)  # ground truth (person ids): table order
+    assert [r.split(",")[6] for r in (tmp_path / "gt.csv").read_text().splitlines()] == list("112345")
 
 
 def test_write_rejects_fractional_person_ids(tmp_path: Path) -> None:

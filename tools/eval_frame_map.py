@@ -5,7 +5,7 @@ AVA (official AVA semantics; see docs/evaluation.md):
 
     python tools/eval_frame_map.py --format ava --gt GT.csv --det DET.csv \\
         --labelmap LABELMAP.pbtxt [--excluded EXCL.csv] [--iou 0.5] --out RESULT.json \\
-        [--top-k-per-frame 50] [--ignore-empty-frames] [--strict]
+        [--top-k-per-frame 50] [--ignore-empty-frames] [--match-order score|file] [--strict]
 
 UCF101-24 / JHMDB-21 (ACT protocol, or --protocol yowo for VOC-style frame-mAP):
 
@@ -65,6 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-k-per-frame", "--max-dets-per-keyframe", dest="top_k", type=int, default=None,
                         metavar="K", help="ava: keep the K highest-scoring detections per keyframe "
                                           "(ActivityNet's evaluator: 50; default: all, as PySlowFast)")
+    parser.add_argument("--match-order", choices=["score", "file"], default="score",
+                        help="ava: order in which a keyframe's detections claim ground truth: score (the "
+                             "official evaluator and mmaction2, default) or file (PySlowFast's "
+                             "ava_eval_helper, which does not sort); the same on score-sorted files, "
+                             "as stal writes them")
     parser.add_argument("--ignore-empty-frames", action="store_true",
                         help="ava: drop detections on keyframes without ground truth (mmaction2's option); "
                              "default: they are false positives, as in the official evaluator")
@@ -144,7 +149,8 @@ def evaluate_ava(args: argparse.Namespace) -> tuple[dict, dict]:
     names = read_labelmap(args.labelmap)
     result = ava_frame_map_files(
         args.gt, args.det, args.labelmap, excluded_csv=args.excluded, iou_threshold=args.iou,
-        max_dets_per_keyframe=args.top_k, ignore_empty_frames=args.ignore_empty_frames, strict=args.strict)
+        max_dets_per_keyframe=args.top_k, ignore_empty_frames=args.ignore_empty_frames, strict=args.strict,
+        match_order=args.match_order)
     return result, names
 
 

@@ -28,13 +28,18 @@ Ties (the only place where results may differ from a given official copy):
   per-class ranking.  Results are deterministic.
 * The official ranking is ``np.argsort(scores)[::-1]`` (quicksort, not stable), so tie
   order depends on the numpy version and the array length; its per-keyframe order is a
-  stable sort of a heap's order (ActivityNet) or file order (PySlowFast).  With distinct
+  stable sort of a heap's order (ActivityNet's ``read_csv``).  With distinct
   scores per class all of them agree with this module bit for bit; with ties they may
   differ by about 1e-4 AP.
 * On an IoU tie between two ground-truth boxes, the first one in the ground-truth file
   is taken (as PySlowFast; ActivityNet's heap may take the other).
 
-Variants: ``max_dets_per_keyframe=50`` keeps the 50 highest-scoring detections of each
+Variants: ``match_order="file"`` visits each keyframe's detections of a class in file
+order instead of descending score, as PySlowFast's copy does (its ``ava_eval_helper.read_csv``
+keeps file order and its ``per_image_evaluation._compute_tp_fp_for_single_class`` matches
+in the order it is given; the official ``read_csv`` sorts each keyframe by score first).
+On a file whose rows are score-sorted within each keyframe (as stal writes them) the two
+orders give the same result.  ``max_dets_per_keyframe=50`` keeps the 50 highest-scoring detections of each
 keyframe over all evaluated classes, before exclusions, as ActivityNet's
 ``read_csv(capacity=50)`` (ties at the cut: file order; ActivityNet's heap breaks them by
 class id and coordinates).  ``ignore_empty_frames=True`` drops detections on keyframes
@@ -69,6 +74,8 @@ _MAX_DENSE = 1 << 26
 # Coarse score buckets of tp_ranks: with T true positives, about T / this of a class's
 # rows need an exact comparison.
 _RANK_BUCKETS = 1 << 16
+# Orders in which a keyframe's detections claim ground truth (FrameMapAccumulator).
+MATCH_ORDERS = ("score", "file")
 # Beyond this class id the official per-id AP array is not materialised (see _mean_ap).
 _MAX_DENSE_CLASS_ID = 100_000
 
@@ -82,6 +89,7 @@ def ava_frame_map(
     iou_threshold: float = 0.5,
     max_dets_per_keyframe: Optional[int] = None,
     ignore_empty_frames: bool = False,
+    match_order: str = "score",
 ) -> dict:
     """AVA frame-mAP of in-memory tables (module doc for the semantics).
 
@@ -94,6 +102,8 @@ def ava_frame_map(
         iou_threshold: a match needs IoU >= this.
         max_dets_per_keyframe: ActivityNet's cap (module doc); None keeps all.
         ignore_empty_frames: mmaction2's option (module doc).
+        match_order: ``"score"`` (official, mmaction2) or ``"file"`` (PySlowFast): the
+            order in which a keyframe's detections of a class claim ground-truth boxes.
 
     Returns:
         ``{"frame_mAP": float (NaN without any ground truth), "per_class_AP": {str(id):
@@ -108,7 +118,7 @@ def ava_frame_map(
         raise ValueError("detection scores (AvaTable.extra) must be finite")
     acc = FrameMapAccumulator(
         gt=gt_batch, labelmap=labelmap, excluded=_excluded_codes(excluded, vocab),
-        iou_threshold=iou_threshold, ignore_empty_frames=ignore_empty_frames)
+        iou_threshold=iou_threshold, ignore_empty_frames=ignore_empty_frames, match_order=match_order)
     keep = None
     if max_dets_per_keyframe is not None:
         evaluated = acc.class_index(det_batch.action) >= 0
@@ -130,6 +140,7 @@ def ava_frame_map_files(
     max_dets_per_keyframe: Optional[int] = None,
     ignore_empty_frames: bool = False,
     strict: bool = False,
+    match_order: str = "score",
 ) -> dict:
     """:func:`ava_frame_map` on AVA files, streaming the detection CSV.
 
@@ -137,8 +148,8 @@ def ava_frame_map_files(
         gt_csv, det_csv: AVA box CSVs (no header; 8 columns, or 7 without the last).
         labelmap_pbtxt: ``item { name: "..." id: N }`` (or ``label_id:``) blocks.
         excluded_csv: optional ``video_id,timestamp`` rows.
-        iou_threshold, max_dets_per_keyframe, ignore_empty_frames: as in ava_frame_map
-            (the cap reads the detection file twice).
+        iou_threshold, max_dets_per_keyframe, ignore_empty_frames, match_order: as in
+            ava_frame_map (the cap reads the detection file twice).
         strict: a detection row whose action id is not in the label map, and repeated rows in
             either file, are errors (file and line) instead of a counted, skipped row / a
             warning with the count.  Ground-truth rows of
@@ -158,7 +169,7 @@ def ava_frame_map_files(
     excluded = read_excluded(excluded_csv) if excluded_csv is not None else set()
     acc = FrameMapAccumulator(
         gt=gt, labelmap=labelmap, excluded=_excluded_codes(excluded, vocab),
-        iou_threshold=iou_threshold, ignore_empty_frames=ignore_empty_frames)
+        iou_threshold=iou_threshold, ignore_empty_frames=ignore_empty_frames, match_order=match_order)
     top_k = None
     if max_dets_per_keyframe is not None:
         top_k = _top_k_keep_file(det_csv, vocab=vocab, acc=acc, k=max_dets_per_keyframe)
@@ -290,10 +301,16 @@ class FrameMapAccumulator:
         excluded: (video codes int32 (E,), timestamps int64 (E,)) of excluded keyframes.
         iou_threshold: a match needs IoU >= this.
         ignore_empty_frames: drop detections on keyframes without evaluated ground truth.
+        match_order: ``"score"`` or ``"file"`` (module doc).
     """
 
     def __init__(self, *, gt: BoxBatch, labelmap: dict[int, str], excluded: tuple[np.ndarray, np.ndarray],
-                 iou_threshold: float, ignore_empty_frames: bool) -> None:
+                 iou_threshold: float, ignore_empty_frames: bool, match_order: str = "score") -> None:
+        if match_order not in MATCH_ORDERS:
+            raise ValueError(f"match_order must be one of {MATCH_ORDERS}, got {match_order!r}")
+        # Without a fall-back a box goes to its first claimant in the visiting order: the
+        # best-scored one ("score"), or the earliest in the file ("file").
+        self.by_score = match_order == "score"
         self.class_ids = _check_labelmap(labelmap)
         # int16 class indices let the per-block sort by class be a radix sort.
         index_dtype = np.int16 if len(self.class_ids) < 2**15 else np.int32
@@ -382,13 +399,13 @@ class FrameMapAccumulator:
         rank_in_sorted[by_class] = np.arange(len(cls))
         claim_cls = cls[claims]
         position = num_before[claim_cls] + rank_in_sorted[claims] - starts[claim_cls]
-        # Best claimant per box in this block (score desc, then position), then merge with
-        # the running winner: an earlier block wins ties (its positions are smaller).
+        # Best claimant per box in this block (score desc, then position; or position alone),
+        # then merge with the running winner: an earlier block wins ties (smaller positions).
         t, s, p = target[claims], scores[claims], position
-        order = np.lexsort((p, -s, t))
+        order = np.lexsort((p, -s, t)) if self.by_score else np.lexsort((p, t))
         first_of_target = order[_run_starts(t[order])]
         t, s, p = t[first_of_target], s[first_of_target], p[first_of_target]
-        better = s > self._win_score[t]
+        better = s > self._win_score[t] if self.by_score else self._win_pos[t] < 0
         self._win_score[t[better]] = s[better]
         self._win_pos[t[better]] = p[better]
 

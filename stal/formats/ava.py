@@ -216,9 +216,12 @@ def write_ava_csv(
 
     Args:
         path: destination file.
-        table: rows to write, in order.
+        table: rows to write, in order (detections: see ``score``).
         score: False for ground truth (last column = integer person id), True for
-            detections (last column = score with ``score_decimals`` decimals).
+            detections (last column = score with ``score_decimals`` decimals), written
+            keyframe by keyframe in order of first appearance, each keyframe's rows by
+            descending score (stable): PySlowFast's evaluator matches a keyframe's
+            detections in file order, the official one by score; on such a file they agree.
         box_decimals: decimals of the normalized coordinates (AVA files use 3).
         score_decimals: decimals of the score (AVA prediction files use 6).
 
@@ -246,6 +249,9 @@ def write_ava_csv(
     extra = table.extra.astype(np.float64)
     if not score and not np.array_equal(extra, np.round(extra)):
         raise ValueError("person ids must be integers; pass score=True to write scores")
+    if score:
+        table = table.take(keyframe_score_order(table))
+        extra = table.extra.astype(np.float64)
     box_format = ",".join([f"%.{box_decimals}f"] * 4)
     last_format = f"%.{score_decimals}f" if score else "%d"
     row_format = f"%s,%04d,{box_format},%s,{last_format}\n"
@@ -257,6 +263,18 @@ def write_ava_csv(
         for v, t, b, a, e in zip(table.video.tolist(), table.timestamp.tolist(), boxes, actions, last)
     )
     atomic_write_text(path, text)
+
+
+def keyframe_score_order(table: AvaTable) -> np.ndarray:
+    """int64 (N,) row order: keyframes in order of first appearance, rows of a keyframe by
+    descending ``extra`` (the score); stable, so equal scores keep table order."""
+    if len(table) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, video_code = np.unique(table.video.astype(str), return_inverse=True)
+    keys = np.stack([video_code.reshape(-1), table.timestamp], axis=1)
+    _, first, frame = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    first_seen = np.argsort(np.argsort(first, kind="stable"), kind="stable")[frame.reshape(-1)]
+    return np.lexsort((-table.extra.astype(np.float64), first_seen))
 
 
 # ----------------------------------------------------------------------------------------
@@ -547,6 +565,7 @@ __all__ = [
     "AvaTable",
     "CSV_COLUMNS",
     "frame_key",
+    "keyframe_score_order",
     "read_box_list",
     "read_proposals_pickle",
     "read_ava_csv",
