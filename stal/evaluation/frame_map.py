@@ -57,6 +57,7 @@ class's million scores.  The AP terms are the official ones, summed in the same 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import Callable, Iterable, Optional
 
@@ -76,6 +77,9 @@ _MAX_DENSE = 1 << 26
 _RANK_BUCKETS = 1 << 16
 # Orders in which a keyframe's detections claim ground truth (FrameMapAccumulator).
 MATCH_ORDERS = ("score", "file")
+# Fewest bytes of a CSV row the reader accepts ("v,1,0,0,0,0,\n": 6 one-character fields and an
+# empty action id; the last row may lack its newline, hence the + 1 of _max_rows).
+_MIN_ROW_BYTES = 13
 # Beyond this class id the official per-id AP array is not materialised (see _mean_ap).
 _MAX_DENSE_CLASS_ID = 100_000
 
@@ -173,18 +177,21 @@ def ava_frame_map_files(
     top_k = None
     if max_dets_per_keyframe is not None:
         top_k = _top_k_keep_file(det_csv, vocab=vocab, acc=acc, k=max_dets_per_keyframe)
-    rows, det_hashes = 0, []
+    # One buffer with room for the most rows the file can hold: pages never written are never
+    # resident, where growing a list of per-block arrays and joining them kept both (2x).
+    rows, det_hashes = 0, np.empty(_max_rows(det_csv), np.uint64)
     for batch in prefetch(iter_box_csv(det_csv, vocab=vocab)):
         if strict:
             _check_actions(det_csv, batch, acc)
         keep = None if top_k is None else top_k[batch.first_row:batch.first_row + len(batch)]
         acc.add(batch, keep=keep)
-        det_hashes.append(row_hashes(batch))
+        row_hashes(batch, out=det_hashes[rows:rows + len(batch)])
         rows += len(batch)
     result = acc.result()
-    _report_duplicates(gt_csv, [row_hashes(gt)], strict=strict, reread=lambda: [row_hashes(gt)])
-    _report_duplicates(det_csv, det_hashes, strict=strict,
+    _report_duplicates(gt_csv, row_hashes(gt), strict=strict, reread=lambda: [row_hashes(gt)])
+    _report_duplicates(det_csv, det_hashes[:rows], strict=strict,
                        reread=lambda: (row_hashes(b) for b in iter_box_csv(det_csv, vocab=vocab)))
+    del det_hashes
     if rows == 0:
         warnings.warn(f"{det_csv}: no detections; every class with ground truth has AP 0", stacklevel=2)
     skipped = result["counts"]["det_action_not_in_labelmap"]
@@ -201,8 +208,9 @@ _ROW_MULTIPLIERS = tuple(np.uint64(k) for k in (
     0xA0761D6478BD642F, 0xE7037ED1A0B428DB, 0x8EBC6AF09C88C6E3, 0x589965CC75374CC3))
 
 
-def row_hashes(batch: BoxBatch) -> np.ndarray:
-    """uint64 (N,): a hash of each whole row (video, timestamp, box, action, score / person id).
+def row_hashes(batch: BoxBatch, *, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """uint64 (N,): a hash of each whole row (video, timestamp, box, action, score / person id),
+    written into ``out`` (uint64 (N,)) when given.
 
     Hashes, not the rows: 8 bytes per row keep the streaming evaluator's memory small. A row is
     a weighted sum of its 8 columns' bits (mod 2^64, odd weights) run through a finalizer, two
@@ -212,7 +220,8 @@ def row_hashes(batch: BoxBatch) -> np.ndarray:
     cols = (batch.video.astype(np.int64).view(np.uint64), batch.timestamp.view(np.uint64),
             *np.ascontiguousarray(batch.boxes, np.float64).view(np.uint64).T, batch.action.view(np.uint64),
             np.ascontiguousarray(batch.extra, np.float64).view(np.uint64))
-    h, term = np.zeros(len(batch), np.uint64), np.empty(len(batch), np.uint64)
+    h = np.zeros(len(batch), np.uint64) if out is None else out
+    h[:], term = 0, np.empty(len(batch), np.uint64)
     with np.errstate(over="ignore"):
         for k, col in zip(_ROW_MULTIPLIERS, cols):
             np.multiply(col, k, out=term)
@@ -223,24 +232,25 @@ def row_hashes(batch: BoxBatch) -> np.ndarray:
     return h
 
 
-def _report_duplicates(path: PathLike, chunks: list[np.ndarray], *, strict: bool,
+def _max_rows(path: PathLike) -> int:
+    """Most rows the CSV at ``path`` can hold (0 if it is missing: the reader reports that)."""
+    return os.path.getsize(path) // _MIN_ROW_BYTES + 1 if os.path.isfile(path) else 0
+
+
+def _report_duplicates(path: PathLike, hashes: np.ndarray, *, strict: bool,
                        reread: Callable[[], Iterable[np.ndarray]]) -> None:
     """Warn (``strict``: DataError) once per file with the number of repeated rows and the first.
 
-    ``chunks``: the file's row hashes, block by block, in file order; they are consumed (moved
-    into one sorted array, so the check holds 8 bytes per row once). ``reread`` yields them
-    again in file order, which only a file with duplicates needs (for the first one's line).
+    ``hashes``: uint64 (N,) the file's row hashes; sorted in place (so the check holds 8 bytes
+    per row once). ``reread`` yields them again in file order, block by block, which only a
+    file with duplicates needs (for the first one's line).
 
     The official evaluator scores every row, so a repeated detection is a false positive and a
     repeated ground-truth box an extra miss (tests/test_bad_inputs_data_prep.py: a perfect
     detector's AP drops below 1): almost always a concatenation or export mistake, which the AP
     alone does not reveal.
     """
-    ordered, start = np.empty(sum(len(c) for c in chunks), np.uint64), 0
-    while chunks:
-        chunk = chunks.pop(0)
-        ordered[start:start + len(chunk)] = chunk
-        start += len(chunk)
+    ordered = hashes
     ordered.sort()  # in place: a plain sort, not np.unique's index bookkeeping (3x the evaluation)
     same = ordered[1:] == ordered[:-1]
     repeated = int(np.count_nonzero(same))
