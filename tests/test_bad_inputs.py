@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-import build_background_bank
+from stal.cli import build_background_bank
 import eval_frame_map
-import test_net
-import train_net
-import ucf24_from_act
+from stal.cli import test_net
+from stal.cli import train_net
+from stal.cli import ucf24_from_act
 from stal.synthesis.tube_bank import TubeBankWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,11 +16,11 @@ import warnings
 import numpy as np
 import pytest
 
-import build_background_bank
-import build_tube_bank
+from stal.cli import build_background_bank
+from stal.cli import build_tube_bank
 import eval_frame_map
-import extract_frames
-import videos_to_ava
+from stal.cli import extract_frames
+from stal.cli import videos_to_ava
 from _data_fixtures import write_video
 from stal.errors import DataError
 from stal.evaluation.act_map import act_evaluate_files

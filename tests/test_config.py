@@ -71,7 +71,7 @@ def test_get_cfg_is_a_copy():
 
 def test_pyslowfast_command_line_forms(tmp_path):
     """``--opts K V`` (PySlowFast) and bare pairs both override; repeated ``--cfg`` merge in order."""
-    import train_net
+    from stal.cli import train_net
 
     first = tmp_path / "first.yaml"
     first.write_text("RNG_SEED: 5\nTRAIN:\n  BATCH_SIZE: 4\n")

@@ -4,8 +4,8 @@ import pickle
 
 import numpy as np
 
-import jhmdb_from_act
-import ucf24_from_act
+from stal.cli import jhmdb_from_act
+from stal.cli import ucf24_from_act
 from _data_fixtures import grey, write_jpegs
 from stal.data.act import act_keyframe_dataset, index_paths
 from stal.formats.act import ActAnnotations, write_act_pickle

@@ -9,10 +9,10 @@ import pickle
 import numpy as np
 import pytest
 
-import ava_frame_lists
-import extract_frames
-import train_net
-import videos_to_ava
+from stal.cli import ava_frame_lists
+from stal.cli import extract_frames
+from stal.cli import train_net
+from stal.cli import videos_to_ava
 from _data_fixtures import grey, write_video
 from stal.data.ava import AvaKeyframeDataset
 from stal.formats.ava import read_ava_csv, read_box_list, read_frame_list, read_labelmap

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-import train_net
-import ucf24_from_act
+from stal.cli import train_net
+from stal.cli import ucf24_from_act
 from test_data_act import _make
 
 

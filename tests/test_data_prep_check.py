@@ -1,8 +1,8 @@
 """data_prep/check_dataset.py on tiny prepared datasets: clean ones pass, each defect is named."""
 
-import check_dataset
-import ucf24_from_act
-import videos_to_ava
+from stal.cli import check_dataset
+from stal.cli import ucf24_from_act
+from stal.cli import videos_to_ava
 from test_data_act import _make
 from test_data_ava import _own_videos
 from test_data_cub import make_cub

@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-import extract_frames
+from stal.cli import extract_frames
 from _data_fixtures import grey, write_video
 
 

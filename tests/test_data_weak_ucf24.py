@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import build_background_bank
-import build_tube_bank
-import train_net
-import ucf24_from_act
+from stal.cli import build_background_bank
+from stal.cli import build_tube_bank
+from stal.cli import train_net
+from stal.cli import ucf24_from_act
 from _data_fixtures import grey, write_jpegs
 from stal.formats.act import ActAnnotations, write_act_pickle
 from stal.data.batch import collate_train

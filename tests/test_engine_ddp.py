@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-import train_net
+from stal.cli import train_net
 
 KEYS = ("loss", "loss_task", "loss_guidance", "off_target_energy", "grad_norm", "lr")
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-import train_net
+from stal.cli import train_net
 from stal.engine import checkpoint as ckpt
 
 

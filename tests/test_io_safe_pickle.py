@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import eval_frame_map
-import ucf24_from_act
+from stal.cli import ucf24_from_act
 from stal.errors import DataError
 from stal.formats.act import ActFormatError, read_act_pickle
 from stal.formats.ava import AvaFormatError, read_box_list, read_proposals_pickle

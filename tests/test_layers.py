@@ -11,7 +11,7 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "stal"
 # Bottom to top; a package may import only packages to its left (docs/architecture.md).
 LAYERS = ["errors", "progress", "structures", "masks", "losses", "io", "formats", "models", "guidance", "evaluation",
-          "synthesis", "demo", "data", "config", "engine"]
+          "synthesis", "demo", "data", "config", "engine", "cli"]
 
 
 def _package(module: str) -> str:

@@ -36,7 +36,7 @@ def _dilate(mask, r):
 
 
 def _builder(args):
-    import build_tube_bank
+    from stal.cli import build_tube_bank
 
     return build_tube_bank.main(args)
 
@@ -94,7 +94,7 @@ def test_tubes_from_vtest_are_people_not_background():
 
 
 def test_background_bank_from_video_plate_and_ranges(walking_video, tmp_path, capsys):
-    import build_background_bank
+    from stal.cli import build_background_bank
 
     path, background, _ = walking_video
     out = str(tmp_path / "bg")
@@ -206,6 +206,6 @@ def test_corrupt_videos_are_errors_naming_the_file(tmp_path):
             read_video_frames(str(bad), np.array([0]), backend=backend)
     with pytest.raises(DataError, match="broken.mp4"):
         list(extract_tubes(str(bad), SubtractionSpec()))
-    import build_tube_bank
+    from stal.cli import build_tube_bank
 
     assert build_tube_bank.main(["--out", str(tmp_path / "b"), "--videos", str(bad)]) == 2

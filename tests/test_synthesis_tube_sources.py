@@ -17,7 +17,7 @@ def _image(path, h=40, w=50):
 
 
 def test_labelme_polygons_become_one_frame_tubes(tmp_path, capsys):
-    import build_tube_bank
+    from stal.cli import build_tube_bank
 
     _image(tmp_path / "a.png")
     doc = {"imagePath": "a.png", "imageHeight": 40, "imageWidth": 50, "shapes": [
@@ -37,7 +37,7 @@ def test_labelme_polygons_become_one_frame_tubes(tmp_path, capsys):
 
 
 def test_coco_polygons(tmp_path):
-    import build_tube_bank
+    from stal.cli import build_tube_bank
 
     _image(tmp_path / "a.png")
     doc = {"images": [{"id": 7, "file_name": "a.png", "height": 40, "width": 50}],
@@ -51,7 +51,7 @@ def test_coco_polygons(tmp_path):
 
 @pytest.mark.parametrize("feather", [0, 3])
 def test_ava_boxes_become_box_tubes_with_multi_labels(tmp_path, feather):
-    import build_tube_bank
+    from stal.cli import build_tube_bank
     from stal.formats.ava import write_labelmap
 
     frames = tmp_path / "frames" / "vid1"
@@ -73,7 +73,7 @@ def test_ava_boxes_become_box_tubes_with_multi_labels(tmp_path, feather):
 
 
 def test_demo_actors_bank(tmp_path):
-    import build_tube_bank
+    from stal.cli import build_tube_bank
 
     assert build_tube_bank.main(["--out", str(tmp_path / "bank"), "--demo", "1", "--num-frames", "6"]) == 0
     bank = TubeBank(str(tmp_path / "bank"))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import bench_models
-import model_info
+from stal.cli import model_info
 
 
 def test_model_info_reports_params_flops_time_and_guided_support(tmp_path, capsys):

@@ -6,8 +6,8 @@ import os
 import numpy as np
 from PIL import Image
 
-import saliency
-import train_net
+from stal.cli import saliency
+from stal.cli import train_net
 
 
 def test_counterfactual_run_and_saliency_picture(repo_root, tmp_path, capsys):

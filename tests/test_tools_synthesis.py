@@ -69,7 +69,7 @@ def test_same_seed_epoch_index_gives_the_same_sample_in_another_process(repo_roo
 
 
 def test_synth_preview_writes_the_issue_arrays_byte_identically(tmp_path, cfg_path):
-    import synth_preview
+    from stal.cli import synth_preview
 
     args = ["--cfg", cfg_path, "--num", "2"]
     for out in ("a", "b"):

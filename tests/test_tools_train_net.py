@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-import train_net
+from stal.cli import train_net
 
 
 def _opts(tmp_path, name):
@@ -43,7 +43,7 @@ def test_instant_end_to_end_then_test_net(repo_root, tmp_path):
 
     # tools/test_net.py: the trained checkpoint on the test split, detections in AVA CSV format
     # that the evaluator re-scores to the same frame-mAP.
-    import test_net
+    from stal.cli import test_net
     from stal.config import load_cfg
     from stal.data.build import demo_data
     from stal.evaluation.frame_map import ava_frame_map_files
@@ -62,7 +62,7 @@ def test_instant_end_to_end_then_test_net(repo_root, tmp_path):
 
 
 def test_test_net_without_a_checkpoint_is_a_clear_error(repo_root, tmp_path, capsys):
-    import test_net
+    from stal.cli import test_net
 
     cfg = os.path.join(repo_root, "configs", "instant.yaml")
     assert test_net.main(["--cfg", cfg] + _opts(tmp_path, "empty")) == 2

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-import test_net
-import train_net
+from stal.cli import test_net
+from stal.cli import train_net
 from stal.demo.images import SHAPES, ensure_image_demo, load_image_demo, shape_mask
 
 TINY = ["DATA.CROP_SIZE", "32", "MODEL.NUM_CLASSES", "3", "SYNTHESIS.CLIPS_PER_EPOCH", "8", "TRAIN.BATCH_SIZE", "4",

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=8, help="take every rate-th frame")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    import extract_frames
+    from stal.cli import extract_frames
 
     from stal.io.images import read_frame_files
     from stal.io.video import probe_video, read_clip_decord, read_clip_pyav

@@ -23,7 +23,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_info import guided_step, make_inputs  # noqa: E402  (sibling tool)
+from stal.cli.model_info import guided_step, make_inputs
 
 from stal.models import MODEL_REGISTRY, build_detector  # noqa: E402
 

@@ -24,8 +24,9 @@ class RunSpec:
     opts: tuple[str, ...]
     output_dir: str
 
-    def command(self, train_script: str) -> list[str]:
-        return [sys.executable, train_script, "--cfg", self.cfg, "RNG_SEED", str(self.seed),
+    def command(self, train: list[str]) -> list[str]:
+        """``train``: how to start the trainer, e.g. ``[sys.executable, "tools/train_net.py"]``."""
+        return [*train, "--cfg", self.cfg, "RNG_SEED", str(self.seed),
                 "OUTPUT_DIR", self.output_dir, *self.opts]
 
 
@@ -41,15 +42,16 @@ def plan_runs(cfgs: list[str], seeds: list[int], *, out_root: str, opts: list[st
     return runs
 
 
-def execute(runs: list[RunSpec], *, train_script: str, jobs: int, threads: int) -> list[int]:
-    """Run ``runs`` with at most ``jobs`` at a time, ``threads`` torch threads each; return codes."""
+def execute(runs: list[RunSpec], *, train: list[str], jobs: int, threads: int) -> list[int]:
+    """Run ``runs`` with at most ``jobs`` at a time, ``threads`` torch threads each; return codes.
+    ``train``: the trainer's command (RunSpec.command)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
     def one(run: RunSpec) -> int:
         os.makedirs(run.output_dir, exist_ok=True)
         with open(os.path.join(run.output_dir, "stdout.txt"), "w") as log:
-            code = subprocess.call(run.command(train_script), stdout=log, stderr=subprocess.STDOUT, env=env)
-        print(f"[{'ok' if code == 0 else f'exit {code}'}] {' '.join(run.command(train_script)[1:])}", flush=True)
+            code = subprocess.call(run.command(train), stdout=log, stderr=subprocess.STDOUT, env=env)
+        print(f"[{'ok' if code == 0 else f'exit {code}'}] {' '.join(run.command(train)[1:])}", flush=True)
         return code
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

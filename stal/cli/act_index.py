@@ -12,9 +12,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from stal.errors import StalError  # noqa: E402
+from stal.data.act import format_report, prepare_act_index
+from stal.errors import StalError
+from stal.formats.act import read_act_pickle
 
 
 def run(argv: list[str] | None, *, doc: str, pickle: str, default_root: str, split_help: str) -> int:
@@ -25,8 +25,6 @@ def run(argv: list[str] | None, *, doc: str, pickle: str, default_root: str, spl
     p.add_argument("--split", type=int, default=1, help=split_help)
     p.add_argument("--train-every", type=int, default=1, help="index every n-th annotated training frame")
     args = p.parse_args(argv)
-    from stal.data.act import format_report, prepare_act_index
-    from stal.formats.act import read_act_pickle
 
     try:
         act = read_act_pickle(args.pkl or os.path.join(args.root, pickle))

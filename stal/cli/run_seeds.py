@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Train configs over several seeds in parallel and print a table of their metrics.
+
+    python tools/run_seeds.py --cfgs configs/demo_guided.yaml configs/demo_baseline.yaml \\
+        --seeds 0 1 2 --jobs 2 --threads 1 --out output/seeds [KEY VALUE ...]
+
+Each run is the real tools/train_net.py (outputs in OUT/<config>_seed<N>/); the table (markdown)
+and the raw summary (JSON) are written to OUT/summary.md and OUT/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+# In a checkout, its tools/train_net.py: that wrapper puts the checkout's own stal first, so a sweep
+# from a frozen worktree trains the worktree's code even where another copy is installed.
+_CHECKOUT_TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               "tools", "train_net.py")
+
+from stal.engine.sweep import execute, markdown_table, plan_runs, summarize
+
+KEYS = ["frame_mAP", "off_target_energy", "input_grad_rms", "synth_val_accuracy", "synth_unbiased_accuracy"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfgs", nargs="+", required=True, help="config files to train")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="RNG_SEED values")
+    p.add_argument("--fresh-data", action="store_true", help="also set DEMO.SEED to each seed (new demo data per seed)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at the same time")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    p.add_argument("--out", default="output/seeds", help="root of the runs' OUTPUT_DIRs")
+    p.add_argument("--summarize-only", action="store_true", help="only read existing metrics.json files")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
+    args = p.parse_args(argv)
+    runs = plan_runs(args.cfgs, args.seeds, out_root=args.out, opts=args.opts, fresh_data=args.fresh_data)
+    codes = [0] if args.summarize_only else execute(
+        runs, train=_train_command(), jobs=args.jobs, threads=args.threads)
+    summary = summarize(runs, KEYS)
+    table = markdown_table(summary, KEYS)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(table)
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def _train_command() -> list[str]:
+    if os.path.isfile(_CHECKOUT_TRAIN):
+        return [sys.executable, _CHECKOUT_TRAIN]
+    return [sys.executable, "-m", "stal.cli.train_net"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""Prepare UCF101-24 from the ACT ground-truth pickle: write the frame index the project reads.
+
+    python data_prep/ucf24_from_act.py --root datasets/ucf24 [--pkl datasets/ucf24/UCF101v2-GT.pkl] [--split 1] [--train-every 1]
+
+Expects ``ROOT/rgb-images/<video>/%05d.jpg`` and the pickle (``UCF101v2-GT.pkl`` from the ACT / YOWO
+downloads). Writes ``ROOT/index/`` (AVA-format CSVs of split --split, label map; see
+stal.data.act); train with ``configs/ucf24_guided.yaml``. A video whose frame folder is missing
+or holds fewer frames than the pickle says is reported and left out. Split: 1 (UCF101-24 has one).
+Exit status 2 when the pickle is unusable or a video was left out.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from stal.cli.act_index import run
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, doc=__doc__, pickle="UCF101v2-GT.pkl", default_root="datasets/ucf24",
+               split_help="split number (UCF101-24 has one: 1)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
