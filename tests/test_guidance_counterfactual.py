@@ -94,3 +94,34 @@ def test_missing_counterfactual_clip_is_a_config_error(repo_root, tmp_path):
              "labels": torch.tensor([1]), "mask": torch.zeros(1, 4, 32, 32)}
     with pytest.raises(ConfigError, match="clip_cf"):
         objective(model, batch, guidance_weight=1.0)
+
+
+class _PerClipLinear(torch.nn.Module):
+    """Logits = mean(clip) (B, 3) @ W (3, 3): one ROI per clip (rois None), hand-checkable losses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor([[1.0, -1.0, 0.5], [0.0, 2.0, -1.0], [0.3, 0.1, 0.2]]))
+
+    def forward(self, clip: torch.Tensor, rois) -> torch.Tensor:
+        return clip.mean(dim=(2, 3, 4)) @ self.weight
+
+
+def test_cf_task_loss_trains_on_both_renderings_and_lambda_0_is_augmentation_only():
+    from stal.guidance.counterfactual import counterfactual_losses
+    from stal.losses import per_roi_task_loss
+
+    model = _PerClipLinear()
+    clip, clip_cf = torch.ones(2, 3, 1, 2, 2), torch.full((2, 3, 1, 2, 2), -0.5)
+    clip[1] *= 2.0
+    batch = {"clip": clip, "clip_cf": clip_cf, "rois": None, "labels": torch.tensor([0, 2])}
+    plain = {name: per_roi_task_loss(model(x, None), batch["labels"], loss_func="softmax").mean()
+             for name, x in (("clip", clip), ("clip_cf", clip_cf))}
+    default, _ = counterfactual_losses(model, batch, loss_func="softmax", guidance_weight=1.0)
+    both, stats = counterfactual_losses(model, batch, loss_func="softmax", guidance_weight=0.0, task_on_both=True)
+    torch.testing.assert_close(default["task"], plain["clip"])  # the re-rendering gets no task loss by default
+    torch.testing.assert_close(both["task"], 0.5 * (plain["clip"] + plain["clip_cf"]))
+    assert stats["penalty"] > 0  # still measured (the two renderings disagree) ...
+    (both["task"] + both["guidance"]).backward()  # ... but with LAMBDA 0 only the task loss trains
+    want = torch.autograd.grad(0.5 * (plain["clip"] + plain["clip_cf"]), model.weight)[0]
+    torch.testing.assert_close(model.weight.grad, want)

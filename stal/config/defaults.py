@@ -262,6 +262,10 @@ _C.GUIDANCE.FD_FREEZE_KINKS = True
 # Cap the penalty's parameter-gradient norm at MAX_RATIO x the task loss's (0: off; costs
 # one extra first-order backward per step).
 _C.GUIDANCE.MAX_RATIO = 0.0
+# counterfactual: also train on the re-rendered clip (task loss averaged over both renderings),
+# as augmentation methods (StillMix, ActorCutMix) do. With LAMBDA 0 this is the
+# augmentation-only control (configs/demo_cf_augment.yaml): the same renderings, no consistency term.
+_C.GUIDANCE.CF_TASK_LOSS = False
 
 # ----------------------------------------------------------------------------- demo
 _C.DEMO = CfgNode()

@@ -56,13 +56,15 @@ def paired_rois(rois: torch.Tensor | None, batch_size: int) -> torch.Tensor | No
     return torch.cat([rois, shifted])
 
 
-def counterfactual_losses(model: nn.Module, batch: dict, *, loss_func: str,
-                          guidance_weight: float) -> tuple[dict, dict]:
+def counterfactual_losses(model: nn.Module, batch: dict, *, loss_func: str, guidance_weight: float,
+                          task_on_both: bool = False) -> tuple[dict, dict]:
     """``{"task", "guidance"}``: task loss on ``clip``, lambda * mean prediction shift to ``clip_cf``.
 
     Both renderings go through one forward (batch 2B): the same weights and dropout stream for
     both, and one backward. The penalty is computed (and logged) even while the weight is 0 so
-    that warm-up runs show what they will be penalized for.
+    that warm-up runs show what they will be penalized for. ``task_on_both``: the task loss is
+    the mean over the ROIs of both renderings (the re-rendered clip is also a training sample,
+    with the same labels), so that with weight 0 the renderings act as augmentation alone.
     """
     if batch.get("clip_cf") is None:
         raise ConfigError("GUIDANCE.MODE counterfactual needs batch['clip_cf'] (B, 3, T, H, W), the same "
@@ -73,5 +75,7 @@ def counterfactual_losses(model: nn.Module, batch: dict, *, loss_func: str,
     shift = prediction_shift(logits, logits_cf, loss_func=loss_func)
     penalty = shift.mean() if num else logits.sum() * 0.0
     task = per_roi_task_loss(logits, batch["labels"], loss_func=loss_func).mean()
+    if task_on_both:
+        task = 0.5 * (task + per_roi_task_loss(logits_cf, batch["labels"], loss_func=loss_func).mean())
     entry = guidance_weight * penalty if guidance_weight > 0 else guidance_weight * penalty.detach()
     return {"task": task, "guidance": entry}, {"penalty": float(penalty.detach())}

@@ -66,7 +66,8 @@ class Objective:
             logits = model(batch["clip"], batch["rois"])
             return {"task": per_roi_task_loss(logits, batch["labels"], loss_func=self.loss_func).mean()}, {}
         if self.guidance.mode == "counterfactual":
-            return counterfactual_losses(model, batch, loss_func=self.loss_func, guidance_weight=guidance_weight)
+            return counterfactual_losses(model, batch, loss_func=self.loss_func, guidance_weight=guidance_weight,
+                                         task_on_both=self.guidance.cf_task_loss)
         return self._input_gradient(model, batch, weight=guidance_weight, grad_scale=input_grad_scale)
 
     def _input_gradient(self, model: nn.Module, batch: dict, *, weight: float, grad_scale: float):

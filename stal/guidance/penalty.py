@@ -74,6 +74,7 @@ class GuidanceSpec:
     fd_step: float = 1e-3  # fd: step h = fd_step * ||x|| / ||v|| (batch norms)
     fd_freeze_kinks: bool = True  # fd: replay the first forward's ReLU/amax pattern
     max_ratio: float = 0.0  # cap ||grad(lambda R)|| <= max_ratio ||grad L_task||; 0: off
+    cf_task_loss: bool = False  # counterfactual: the task loss also on clip_cf (augmentation)
 
     def __post_init__(self):
         for name, choices in CHOICES.items():
