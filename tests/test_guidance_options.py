@@ -333,7 +333,7 @@ def test_objective_guided_batchnorm_keeps_task_loss_and_running_stats():
                                                                    fd_step=1e-5))
         losses, stats = obj(model, batch, guidance_weight=1.0)
         assert int(model.bn.num_batches_tracked) == tracked + 1
-        out[mode, inner] = float(losses["task"]), stats["penalty"], _param_grad(model, losses["guidance"])
+        out[mode, inner] = float(losses["task"].detach()), stats["penalty"], _param_grad(model, losses["guidance"])
     assert out["exact", "batch_constant"][0] == out["exact", "train"][0]
     rows = _rows(_bn_model(), clip, "batch_constant")
     expected = float(gradient_penalty(rows, mask, spec=GuidanceSpec())[0])
@@ -369,6 +369,11 @@ def test_balance_init_equalizes_gradient_norms_on_the_first_batch_then_stays(mod
     restored = Objective(loss_func="softmax", guidance=GuidanceSpec(mode=mode, lambda_rule="balance_init"))
     restored.load_state_dict(obj.state_dict())
     assert restored(model, _smooth_batch(2), guidance_weight=1.0)[1]["guidance_lambda"] == lam
+
+
+def test_balance_init_with_counterfactual_is_refused():
+    with pytest.raises(ConfigError, match="LAMBDA_RULE balance_init"):
+        load_cfg(None, ["GUIDANCE.MODE", "counterfactual", "GUIDANCE.LAMBDA_RULE", "balance_init"])
 
 
 @pytest.fixture(scope="module")

@@ -189,6 +189,9 @@ def validate_cfg(cfg: CfgNode) -> None:
     if cfg.GUIDANCE.PENALTY == "colour_shift" and cfg.GUIDANCE.P != "l2":
         raise ConfigError("GUIDANCE.PENALTY colour_shift is a squared derivative: it needs GUIDANCE.P l2")
     _validate_union_region(cfg)
+    if cfg.GUIDANCE.LAMBDA_RULE == "balance_init" and cfg.GUIDANCE.MODE == "counterfactual":
+        raise ConfigError("GUIDANCE.LAMBDA_RULE balance_init balances the input-gradient penalty: it needs "
+                          "GUIDANCE.MODE exact or fd, not counterfactual")
     _validate_steps(cfg)
     if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3:
         raise ConfigError("DATA.MEAN and DATA.STD must have 3 values (RGB)")

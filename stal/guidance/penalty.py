@@ -105,6 +105,8 @@ class GuidanceSpec:
                              "max_ratio must be >= 0 and fd_step > 0")
         if self.penalty == "colour_shift" and self.p != "l2":
             raise ValueError("guidance penalty colour_shift is a squared derivative: use p 'l2'")
+        if self.lambda_rule == "balance_init" and self.mode == "counterfactual":
+            raise ValueError("guidance lambda_rule balance_init needs mode 'exact' or 'fd'")
 
 
 def per_roi_score(logits: torch.Tensor, labels: torch.Tensor, *, score: str, loss_func: str) -> torch.Tensor:
