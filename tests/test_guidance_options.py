@@ -365,7 +365,7 @@ def test_balance_init_equalizes_gradient_norms_on_the_first_batch_then_stays(mod
     assert stats["guidance_lambda"] == lam
     fixed = Objective(loss_func="softmax", guidance=GuidanceSpec(mode=mode))
     ref, _ = fixed(model, _smooth_batch(1), guidance_weight=0.5 * lam)
-    assert float(losses["guidance"]) == pytest.approx(float(ref["guidance"]), rel=1e-12)
+    assert float(losses["guidance"].detach()) == pytest.approx(float(ref["guidance"].detach()), rel=1e-12)
     restored = Objective(loss_func="softmax", guidance=GuidanceSpec(mode=mode, lambda_rule="balance_init"))
     restored.load_state_dict(obj.state_dict())
     assert restored(model, _smooth_batch(2), guidance_weight=1.0)[1]["guidance_lambda"] == lam
