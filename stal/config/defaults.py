@@ -228,10 +228,17 @@ _C.GUIDANCE.MODE = "exact"
 # Weight lambda of the penalty (>= 0).
 _C.GUIDANCE.LAMBDA = 0.1
 # Score whose input gradient is guided: "task_loss" (the task loss of the actors' labels),
-# "logprob" (sum of log-probabilities of the labels) or "logit" (sum of the labels' logits).
+# "logprob" (sum of log-probabilities of the labels), "logit" (sum of the labels' logits) or
+# "logsumprob" (Right for the Right Reasons: sum of ALL classes' log-probabilities). For guided
+# rows use "logit" (configs opt in): task_loss / logprob vanish as p -> 1 (a model pays the
+# penalty by saturating) and, per source, softmax couples each row to the other source's logit
+# (an ideal two-source model still pays R > 0; with logits R = 0). The default stays task_loss
+# so that existing configs reproduce their numbers.
 _C.GUIDANCE.SCORE = "task_loss"
 # Normalization of the off-target energy: "none", "count" (divide by the number of
-# off-target voxels) or "ratio" (divide by the total energy, detached: scale-free, in [0,1]).
+# off-target voxels), "ratio" (divide by the total energy, detached: in [0,1], but its gradient
+# pushes the whole input gradient to shrink, 2R along g's own scale) or "share" (the same
+# fraction with the denominator NOT detached: scale-invariant, no such push; recommended).
 _C.GUIDANCE.NORM = "ratio"
 # Penalty norm: "l2" (squared) or "l1".
 _C.GUIDANCE.P = "l2"
@@ -262,6 +269,19 @@ _C.GUIDANCE.FD_FREEZE_KINKS = True
 # Cap the penalty's parameter-gradient norm at MAX_RATIO x the task loss's (0: off; costs
 # one extra first-order backward per step).
 _C.GUIDANCE.MAX_RATIO = 0.0
+# REGION per_source: each row's target = the union of its clip's sources with the same label
+# (a same-class CutMix / BatchMix pair otherwise pays R >= 0.5 whatever the model). Recommended
+# for mixing synthesizers; off by default (existing configs unchanged).
+_C.GUIDANCE.MERGE_SAME_CLASS = False
+# BatchNorm in the guided (input-gradient) forward: "train" (as the task loss: batch statistics
+# with gradient, which couples each row's gradient to the other clips), "batch_constant" (the
+# batch's statistics as constants: row b's gradient is d s_b / d x_b alone; recommended) or
+# "eval" (running statistics). Not "train" costs one more forward with BatchNorm models.
+_C.GUIDANCE.INNER_BN = "train"
+# "fixed": lambda = GUIDANCE.LAMBDA. "balance_init": lambda set once on the first batch so that
+# lambda ||grad R|| = ||grad L_task|| (GUIDANCE.LAMBDA unused; WARMUP_EPOCHS still ramps it),
+# logged as guidance_lambda and kept in the checkpoint.
+_C.GUIDANCE.LAMBDA_RULE = "fixed"
 # counterfactual: also train on the re-rendered clip (task loss averaged over both renderings),
 # as augmentation methods (StillMix, ActorCutMix) do. With LAMBDA 0 this is the
 # augmentation-only control (configs/demo_cf_augment.yaml): the same renderings, no consistency term.

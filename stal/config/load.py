@@ -14,7 +14,7 @@ import yaml
 from fvcore.common.config import CfgNode
 
 from stal.config.defaults import get_cfg
-from stal.data.build import TEST_DATASETS, TRAIN_DATASETS
+from stal.data.build import IMAGE_DATASETS, TEST_DATASETS, TRAIN_DATASETS
 from stal.errors import ConfigError
 from stal.guidance.penalty import CHOICES as GUIDANCE_CHOICES
 
@@ -188,9 +188,29 @@ def validate_cfg(cfg: CfgNode) -> None:
         raise ConfigError(f"DEMO.POSE_RANDOMNESS must be in [0, 1], got {cfg.DEMO.POSE_RANDOMNESS}")
     if cfg.GUIDANCE.PENALTY == "colour_shift" and cfg.GUIDANCE.P != "l2":
         raise ConfigError("GUIDANCE.PENALTY colour_shift is a squared derivative: it needs GUIDANCE.P l2")
+    _validate_union_region(cfg)
+    if cfg.GUIDANCE.LAMBDA_RULE == "balance_init" and cfg.GUIDANCE.MODE == "counterfactual":
+        raise ConfigError("GUIDANCE.LAMBDA_RULE balance_init balances the input-gradient penalty: it needs "
+                          "GUIDANCE.MODE exact or fd, not counterfactual")
     _validate_steps(cfg)
     if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3:
         raise ConfigError("DATA.MEAN and DATA.STD must have 3 values (RGB)")
+
+
+def _validate_union_region(cfg: CfgNode) -> None:
+    """REGION union over region provenance from a mixing synthesizer: the union of the mixed
+    sources' regions is the whole input, so R is identically 0 -- refused, not silently run."""
+    g = cfg.GUIDANCE
+    if not g.ENABLE or g.MODE == "counterfactual" or g.REGION != "union":
+        return
+    keys = None
+    if cfg.TRAIN.DATASET in IMAGE_DATASETS and cfg.IMAGE.PROVENANCE == "region":
+        keys = f"TRAIN.DATASET {cfg.TRAIN.DATASET} (CutMix) with IMAGE.PROVENANCE region"
+    elif cfg.TRAIN.DATASET == "synthesis" and cfg.SYNTHESIS.MIXER != "none" and not cfg.MODEL.MIL_POOLING:
+        keys = f"SYNTHESIS.MIXER {cfg.SYNTHESIS.MIXER} (two region sources)"
+    if keys:
+        raise ConfigError(f"GUIDANCE.REGION union with {keys}: the union of the mixed sources is the whole "
+                          f"input, so the penalty is identically 0; use GUIDANCE.REGION per_source")
 
 
 def _validate_steps(cfg: CfgNode) -> None:

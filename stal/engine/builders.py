@@ -38,6 +38,7 @@ def build_objective(cfg: CfgNode) -> Objective:
                             tolerance=g.TOLERANCE, tolerance_frames=g.TOLERANCE_FRAMES, lowpass=g.LOWPASS,
                             temporal_decay=g.TEMPORAL_DECAY, absent_frames_off_target=g.ABSENT_FRAMES_OFF_TARGET,
                             fd_step=g.FD_STEP, fd_freeze_kinks=g.FD_FREEZE_KINKS, max_ratio=g.MAX_RATIO,
+                            merge_same_class=g.MERGE_SAME_CLASS, inner_bn=g.INNER_BN, lambda_rule=g.LAMBDA_RULE,
                             cf_task_loss=g.CF_TASK_LOSS)
     return Objective(loss_func=cfg.MODEL.LOSS_FUNC, guidance=spec)
 

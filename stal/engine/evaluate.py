@@ -156,14 +156,20 @@ def _held_out_synthetic(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext |
     """Diagnostics on clips synthesized from the training bank with an unseen seed.
 
     ``off_target_energy`` and ``synth_val_accuracy`` use the training distribution (biased
-    scenes); ``synth_unbiased_accuracy`` draws scenes independently of the actions. Both are
-    validation data: method choices are made on them, never on the test split.
+    scenes) and the guidance score; ``synth_unbiased_accuracy`` draws scenes independently of
+    the actions, and there ``off_target_energy_unbiased_logit`` / ``input_grad_rms_unbiased_logit``
+    take the input gradient of the labels' logits: unlike the task-loss score it does not vanish
+    as a model grows confident, and the scenes no longer carry the label, so a flatter or
+    better-aimed gradient there is the model's, not its confidence's. All are validation data:
+    method choices are made on them, never on the test split.
     """
     held_out = data_build.build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.TEST.NUM_ENERGY_CLIPS)
     held_out.set_epoch(HELD_OUT_EPOCH)
     kwargs = dict(batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC, score=cfg.GUIDANCE.SCORE, ctx=ctx)
     out = evaluate_synthetic(model, held_out, **kwargs)
     held_out.scene_bias = 0.0  # same seed and bank, scenes now independent of the actions
-    unbiased = evaluate_synthetic(model, held_out, attribution=False, **kwargs)
+    unbiased = evaluate_synthetic(model, held_out, **{**kwargs, "score": "logit"})
     out["synth_unbiased_accuracy"] = unbiased.get("synth_val_accuracy")
+    out["off_target_energy_unbiased_logit"] = unbiased["off_target_energy"]
+    out["input_grad_rms_unbiased_logit"] = unbiased["input_grad_rms"]
     return out

@@ -63,8 +63,10 @@ def build_lr_schedule(cfg: CfgNode, *, iters_per_epoch: int) -> Callable[[int], 
 
 
 def build_guidance_schedule(cfg: CfgNode, *, iters_per_epoch: int) -> Callable[[int], float]:
-    """iteration -> guidance weight: GUIDANCE.LAMBDA ramped linearly over GUIDANCE.WARMUP_EPOCHS."""
-    lam, warmup = cfg.GUIDANCE.LAMBDA, round(cfg.GUIDANCE.WARMUP_EPOCHS * iters_per_epoch)
+    """iteration -> guidance weight: GUIDANCE.LAMBDA ramped linearly over GUIDANCE.WARMUP_EPOCHS
+    (LAMBDA_RULE balance_init: the ramp alone; the objective multiplies by its balanced lambda)."""
+    lam = 1.0 if cfg.GUIDANCE.LAMBDA_RULE == "balance_init" else cfg.GUIDANCE.LAMBDA
+    warmup = round(cfg.GUIDANCE.WARMUP_EPOCHS * iters_per_epoch)
     return lambda it: lam * min(1.0, (it + 1) / warmup) if warmup else lam
 
 

@@ -60,7 +60,8 @@ def save_state(cfg: CfgNode, ctx: DistContext, trainer: Trainer, model, st: Trai
         state = {"model_state": model.state_dict(), "optimizer_state": trainer.optimizer.state_dict(),
                  "scaler_state": trainer.scaler.state_dict(), "iteration": trainer.iteration,
                  "epoch": trainer.iteration // iters_per_epoch, "iters_per_epoch": iters_per_epoch,
-                 "rng": rng, "cfg": cfg.dump(), "train_state": st.as_dict()}
+                 "rng": rng, "cfg": cfg.dump(), "train_state": st.as_dict(),
+                 "objective_state": trainer.objective.state_dict()}
         try:
             save_checkpoint(os.path.join(cfg.OUTPUT_DIR, "checkpoints"), state, name=name,
                             keep=cfg.TRAIN.CHECKPOINT_KEEP)
@@ -92,6 +93,10 @@ def resume_state(cfg: CfgNode, ctx: DistContext, trainer: Trainer, model, st: Tr
     if state["scaler_state"]:  # empty: written without fp16 (or by the first checkpoint format)
         trainer.scaler.load_state_dict(state["scaler_state"])
     trainer.iteration = state["iteration"]
+    trainer.objective.load_state_dict(state.get("objective_state") or {})  # older checkpoints: none
+    if cfg.GUIDANCE.ENABLE and cfg.GUIDANCE.LAMBDA_RULE == "balance_init" and trainer.objective.balanced_lambda is None:
+        raise StalError(f"{path} has no balanced guidance lambda (GUIDANCE.LAMBDA_RULE balance_init sets it on "
+                        f"the first batch of a run): resume with the LAMBDA_RULE it was trained with")
     st.load(state["train_state"])
     trainer.nonfinite_total = st.nonfinite_total
     if len(state["rng"]) == ctx.world_size:

@@ -2,7 +2,7 @@
 
 penalty: R(g, m) and its options (GuidanceSpec, the allowed values); gradients: per-clip /
 per-source input-gradient rows; exact: the double-backward mode; finite_difference: dR/dtheta
-without double backward; counterfactual: the prediction shift to a re-rendered clip; cap: the
+without double backward; batchnorm: BatchNorm in the guided pass (GUIDANCE.INNER_BN); counterfactual: the prediction shift to a re-rendered clip; cap: the
 gradient-ratio cap; attribution: the off-target energy fraction (also the held-out metric);
 objective: :class:`Objective`, the dispatch over the modes that the trainer calls.
 """

@@ -6,9 +6,10 @@ j-th ROI. So a batch needs K = (most ROIs in one clip) backward passes, not R, a
 done in one call with ``torch.autograd.grad(..., is_grads_batched=True)`` (vmap over the
 backward; a plain loop when an op lacks a batching rule). This is d s_k / d x_{b(k)} exactly
 when the model treats the clips of a batch independently (GroupNorm, LayerNorm, eval-mode
-BatchNorm). Train-mode BatchNorm couples clips: the slot gradient then also carries the
-(small) batch-statistics terms of the other clips' slot-j ROIs -- the same coupling the
-union gradient has. With one source per clip, per_source and union are the same computation.
+BatchNorm, or GUIDANCE.INNER_BN batch_constant / eval: :mod:`stal.guidance.batchnorm`).
+Train-mode BatchNorm couples clips: the slot gradient then also carries the (small)
+batch-statistics terms of the other clips' slot-j ROIs -- the same coupling the union
+gradient has. With one source per clip, per_source and union are the same computation.
 """
 
 from __future__ import annotations

@@ -31,7 +31,22 @@ i.e. each block replaced by its mean; b = ``lowpass``, identity for b <= 1):
 
 Normalization N_n: "none" -> 1 (for colour_shift the raw sum_c d_c^2, no division by n_w),
 "count" -> C * sum(w) (mean per non-target voxel), "ratio" -> ||g||_p^p detached (the
-penalized share of the gradient, scale-free, in [0, 1]).
+penalized share of the gradient, in [0, 1]), "share" -> ||g||_p^p NOT detached.
+"ratio" is scale-free in value but not in gradient: R(a g) = a^p E(g) / N with N held fixed,
+so dR/da = p R at every scale -- a constant push to shrink the whole input gradient
+(gradient masking; DESIGN.md section 5). "share" is homogeneous of degree 0 in g, so its
+gradient along g itself is 0. Its guard: each row is divided by its (detached) largest
+|g| first -- exact, as the share is scale-invariant -- so the sums stay near 1 and the
+backward stays finite when ||g||^2 underflows float32 (rows with max |g| below the smallest
+normal number, or exactly 0, give 0 and no gradient).
+
+Scores (:func:`per_roi_score`): "task_loss", "logprob" (the labels' log-probabilities),
+"logit" (the labels' logits) and "logsumprob" (Right for the Right Reasons, Ross et al.
+2017: the sum over ALL classes of log p_k, labels unused). task_loss and logprob (identical
+for softmax) vanish as p -> 1 (their input gradient is (1 - p) times a bounded vector),
+so a guided model can pay the penalty by becoming confident; and with softmax the gradient
+of log p_y carries -p_j grad z_j of every other class j, so per-source rows penalize the
+other source's legitimate evidence. The logit does neither.
 """
 
 from __future__ import annotations
@@ -47,12 +62,14 @@ from stal.losses import per_roi_task_loss
 
 # Allowed values of each option; config validation (stal.config.load) reads this one list.
 CHOICES = {
-    "score": ("task_loss", "logprob", "logit"),
-    "norm": ("none", "count", "ratio"),
+    "score": ("task_loss", "logprob", "logit", "logsumprob"),
+    "norm": ("none", "count", "ratio", "share"),
     "p": ("l2", "l1"),
     "region": ("union", "per_source"),
     "mode": ("exact", "fd", "counterfactual"),
     "penalty": ("energy", "colour_shift"),
+    "inner_bn": ("train", "batch_constant", "eval"),
+    "lambda_rule": ("fixed", "balance_init"),
 }
 
 
@@ -60,8 +77,8 @@ CHOICES = {
 class GuidanceSpec:
     """Options of the penalty (see the module docstring; config keys GUIDANCE.*)."""
 
-    score: str = "task_loss"  # "task_loss" | "logprob" | "logit"
-    norm: str = "ratio"  # "none" | "count" | "ratio"
+    score: str = "task_loss"  # "task_loss" | "logprob" | "logit" | "logsumprob"
+    norm: str = "ratio"  # "none" | "count" | "ratio" | "share"
     p: str = "l2"  # "l2" (squared) | "l1"
     region: str = "union"  # "union" | "per_source"
     mode: str = "exact"  # "exact" (double backward) | "fd" (finite-difference HVP) | "counterfactual"
@@ -74,6 +91,9 @@ class GuidanceSpec:
     fd_step: float = 1e-3  # fd: step h = fd_step * ||x|| / ||v|| (batch norms)
     fd_freeze_kinks: bool = True  # fd: replay the first forward's ReLU/amax pattern
     max_ratio: float = 0.0  # cap ||grad(lambda R)|| <= max_ratio ||grad L_task||; 0: off
+    merge_same_class: bool = False  # per_source: a row's mask = union of its clip's same-label sources
+    inner_bn: str = "train"  # BatchNorm in the guided pass: see stal.guidance.batchnorm
+    lambda_rule: str = "fixed"  # "balance_init": lambda from the first batch (stal.guidance.objective)
     cf_task_loss: bool = False  # counterfactual: the task loss also on clip_cf (augmentation)
 
     def __post_init__(self):
@@ -86,15 +106,21 @@ class GuidanceSpec:
                              "max_ratio must be >= 0 and fd_step > 0")
         if self.penalty == "colour_shift" and self.p != "l2":
             raise ValueError("guidance penalty colour_shift is a squared derivative: use p 'l2'")
+        if self.lambda_rule == "balance_init" and self.mode == "counterfactual":
+            raise ValueError("guidance lambda_rule balance_init needs mode 'exact' or 'fd'")
 
 
 def per_roi_score(logits: torch.Tensor, labels: torch.Tensor, *, score: str, loss_func: str) -> torch.Tensor:
-    """Score s_k of each ROI, (R,): its task loss, or the sum of its labels' log-probs / logits.
+    """Score s_k of each ROI, (R,): its task loss, the sum of its labels' log-probs / logits, or
+    (logsumprob) the sum of all classes' log-probs (sigmoids for bce).
 
     logits: (R, num_classes); labels as in :func:`stal.losses.per_roi_task_loss`.
     """
     if score == "task_loss":
         return per_roi_task_loss(logits, labels, loss_func=loss_func)
+    if score == "logsumprob":  # RRR: every class's log-probability, whatever the labels
+        logp = logits.log_softmax(-1) if loss_func == "softmax" else F.logsigmoid(logits)
+        return logp.sum(1)
     onehot = labels.float() if labels.dim() == 2 else F.one_hot(labels, logits.shape[1]).float()
     if score == "logit":
         return (logits * onehot).sum(1)
@@ -183,6 +209,8 @@ def gradient_penalty(grad: torch.Tensor, mask: torch.Tensor, *, spec: GuidanceSp
     # Low-precision gradients (autocast) are promoted: the penalty sums many small squares.
     g = grad if grad.dtype in (torch.float32, torch.float64) else grad.float()
     mask = mask.to(g.dtype)
+    if spec.norm == "share":
+        return _share(g, mask, spec=spec), energy_fraction(g, mask)
     w = non_target_weight(mask, spec=spec)
     energy = _row_penalty(g, w, frame_weights(mask, spec=spec), spec=spec)
     if spec.norm == "count":
@@ -192,6 +220,31 @@ def gradient_penalty(grad: torch.Tensor, mask: torch.Tensor, *, spec: GuidanceSp
     else:
         denom = torch.ones_like(energy)
     return _safe_divide(energy, denom).mean(), energy_fraction(g, mask)
+
+
+def _share(g: torch.Tensor, mask: torch.Tensor, *, spec: GuidanceSpec) -> torch.Tensor:
+    """NORM share: mean over rows of E(g_n) / ||g_n||_p^p, denominator not detached (module doc)."""
+    peak = g.detach().abs().flatten(1).amax(1)
+    ok = peak >= torch.finfo(g.dtype).tiny
+    u = g / torch.where(ok, peak, torch.ones_like(peak)).view((-1,) + (1,) * (g.dim() - 1))
+    energy = _row_penalty(u, non_target_weight(mask, spec=spec), frame_weights(mask, spec=spec), spec=spec)
+    total = (u.pow(2) if spec.p == "l2" else u.abs()).flatten(1).sum(1)
+    return torch.where(ok, _safe_divide(energy, total), torch.zeros_like(energy)).mean()
+
+
+def merge_same_class(masks: torch.Tensor, labels: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
+    """Row masks (R, T, H, W) with each row replaced by the union (max) of the rows of the same
+    clip that carry the same label: int64 (R,) equal, or float (R, C) with the same classes > 0
+    (CutMix's soft rows). Why: a class score's legitimate evidence is every source of that
+    class; with one mask per source, a same-class CutMix pair pays R >= 1/2 whatever the model.
+
+    batch_index: int64 (R,) clip of each row.
+    """
+    keys = labels.reshape(-1, 1) if labels.dim() == 1 else (labels > 0)
+    same = (batch_index[:, None] == batch_index[None]) & (keys[:, None] == keys[None]).all(-1)
+    if bool(same.sum(1).eq(1).all()):
+        return masks
+    return torch.stack([masks[row].amax(0) for row in same])
 
 
 def input_gradient_penalty(score: torch.Tensor, clip: torch.Tensor, mask: torch.Tensor, *,
@@ -209,4 +262,4 @@ def input_gradient_penalty(score: torch.Tensor, clip: torch.Tensor, mask: torch.
 
 
 __all__ = ["GuidanceSpec", "per_roi_score", "guidance_score", "non_target_weight", "frame_weights",
-           "gradient_penalty", "input_gradient_penalty"]
+           "gradient_penalty", "input_gradient_penalty", "merge_same_class"]
