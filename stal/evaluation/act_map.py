@@ -355,17 +355,20 @@ LINKINGS = {
 BRIDGED = ("interpolate", "nan")
 
 
-def nms_tubelets(boxes: np.ndarray, scores: np.ndarray, *, overlap: float, top_k: int) -> np.ndarray:
+def nms_tubelets(boxes: np.ndarray, scores: np.ndarray, *, overlap: float, top_k: int,
+                 summed_ious: Optional[np.ndarray] = None) -> np.ndarray:
     """Indices kept by ACT's ``nms_tubelets``, best first (equal scores: first index), at most ``top_k``.
 
     Args:
         boxes: (n, K, 4) tubelets; scores: (n,).
     A kept tubelet suppresses the others whose summed +1 IoU over the K frames is > overlap * K
     (ACT's comparison). Written here: torchvision's NMS has no tubelet (mean over K) overlap.
-    Like ACT, only the kept tubelets' overlaps are computed (at most top_k passes).
+    Like ACT, only the kept tubelets' overlaps are computed (at most top_k passes), unless
+    ``summed_ious`` (:func:`summed_tubelet_ious` of ``boxes``) gives them all.
     """
     order = np.argsort(-scores, kind="stable")
     b = boxes[order]
+    k = boxes.shape[1]
     alive = np.ones(len(order), dtype=bool)
     keep = []
     while len(keep) < top_k:
@@ -375,9 +378,18 @@ def nms_tubelets(boxes: np.ndarray, scores: np.ndarray, *, overlap: float, top_k
         i, rest = cand[0], cand[1:]
         keep.append(order[i])
         alive[i] = False
-        ious = sum(iou2d_plus1(b[rest, j], b[i, j]) for j in range(b.shape[1]))
-        alive[rest[~(ious <= overlap * b.shape[1])]] = False
+        if summed_ious is None:
+            ious = sum(iou2d_plus1(b[rest, j], b[i, j]) for j in range(k))
+        else:
+            ious = summed_ious[order[i], order[rest]]
+        alive[rest[~(ious <= overlap * k)]] = False
     return np.array(keep, dtype=np.int64)
+
+
+def summed_tubelet_ious(boxes: np.ndarray) -> np.ndarray:
+    """(n, n) sum over the K frames of the +1 IoU of tubelets (n, K, 4), for :func:`nms_tubelets`
+    when many classes rank the same tubelets (ACT's ``dets_all``)."""
+    return sum(iou_matrix_plus1(boxes[:, j], boxes[:, j]) for j in range(boxes.shape[1]))
 
 
 def nms_boxes(boxes: np.ndarray, scores: np.ndarray, *, overlap: float, top_k: int) -> np.ndarray:
@@ -408,15 +420,17 @@ def link_tubelets(starts: dict[int, tuple[np.ndarray, np.ndarray]], num_frames: 
     finished = []
     empty = (np.empty((0, k, 4)), np.empty(0))
     for frame in range(1, num_frames - k + 2):
-        boxes, scores = starts.get(frame, empty)
-        keep = nms_tubelets(boxes, scores, overlap=params.nms, top_k=params.top_k) if len(scores) else []
+        boxes, scores, *summed = starts.get(frame, empty)
+        keep = nms_tubelets(boxes, scores, overlap=params.nms, top_k=params.top_k,
+                            summed_ious=summed[0] if summed else None) if len(scores) else []
         boxes, scores = boxes[keep], scores[keep]
         current.sort(key=lambda t: -t["sum"] / len(t["scores"]))  # stable: ties keep age order
+        links = _link_ious(current, boxes, frame) >= params.link_iou  # (tubes, tubelets)
         free = np.ones(len(scores), dtype=bool)
         still = []
-        for tube in current:
+        for tube, link in zip(current, links):
             offset = frame - tube["starts"][-1]
-            valid = np.flatnonzero(free & (_link_iou(tube["boxes"][-1], boxes, offset) >= params.link_iou))
+            valid = np.flatnonzero(free & link)
             if len(valid):  # the best-scoring valid tubelet (first on ties)
                 pick = valid[np.argmax(scores[valid])]
                 free[pick] = False
@@ -441,14 +455,31 @@ def link_tubelets(starts: dict[int, tuple[np.ndarray, np.ndarray]], num_frames: 
     return output
 
 
-def _link_iou(last: np.ndarray, boxes: np.ndarray, offset: int) -> np.ndarray:
-    """(n,) IoU of tubelets ``boxes`` (n, K, 4) starting ``offset`` frames after ``last`` (K, 4)."""
-    k = last.shape[0]
-    if len(boxes) == 0:
-        return np.empty(0)
-    if offset < k:  # mean over the frames both cover (ACT sums, then divides)
-        return sum(iou2d_plus1(boxes[:, i], last[i + offset]) for i in range(k - offset)) / float(k - offset)
-    return iou2d_plus1(boxes[:, 0], last[k - 1])
+def _link_ious(tubes: list[dict], boxes: np.ndarray, frame: int) -> np.ndarray:
+    """(T, n) IoU of each tube's last tubelet with tubelets ``boxes`` (n, K, 4) starting at ``frame``:
+    the mean +1 IoU over the frames both cover (ACT sums, then divides), else (no common frame)
+    the IoU of the new first box with the last box."""
+    n, k = boxes.shape[0], boxes.shape[1]
+    if not tubes or n == 0:
+        return np.zeros((len(tubes), n))
+    last = np.stack([t["boxes"][-1] for t in tubes])  # (T, K, 4)
+    offset = frame - np.array([t["starts"][-1] for t in tubes])
+    j = np.arange(k)[None, :] + offset[:, None]  # frame j of the last tubelet meets frame i of a new one
+    used = j < k
+    aligned = np.take_along_axis(last, np.minimum(j, k - 1)[:, :, None], axis=1)  # (T, K, 4)
+    far = offset >= k  # no common frame: new first box against the last box
+    used[far, 0] = True
+    aligned[far, 0] = last[far, k - 1]
+    a, b = aligned[:, None], boxes[None]  # (T, 1, K, 4), (1, n, K, 4)
+    w = np.maximum(0.0, np.minimum(a[..., 2] + 1, b[..., 2] + 1) - np.maximum(a[..., 0], b[..., 0]))
+    h = np.maximum(0.0, np.minimum(a[..., 3] + 1, b[..., 3] + 1) - np.maximum(a[..., 1], b[..., 1]))
+    inter = w * h
+    iou = inter / ((b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+                   + (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1) - inter)
+    total = np.zeros((len(tubes), n))
+    for i in range(k):  # frame by frame, as ACT adds them
+        total += np.where(used[:, i, None], iou[:, :, i], 0.0)
+    return total / used.sum(axis=1)[:, None]
 
 
 def _tube_rows(tube: dict, k: int, bridged: str) -> np.ndarray:
@@ -547,8 +578,10 @@ def _all_tubes(annotations, det: Detections, videos: list[str], *, min_length: i
         if not per_start:
             continue
         k = next(iter(per_start.values())).k
+        # every class ranks the same dets_all tubelets: their overlaps once per start frame
+        summed = {s: (summed_tubelet_ious(t.all_boxes),) for s, t in per_start.items() if t.all_scores is not None}
         for label in range(len(annotations.labels)):
-            starts = {s: t.link_candidates(label) for s, t in per_start.items()}
+            starts = {s: (*t.link_candidates(label), *summed.get(s, ())) for s, t in per_start.items()}
             starts = {s: c for s, c in starts.items() if len(c[1])}
             if not starts:
                 continue
