@@ -55,12 +55,15 @@ def test_frame_nms_removes_a_lower_scored_overlap_before_matching() -> None:
     # Without the NMS: FP then TP, PR (1, 0) (0, 0) (0.5, 1): AP = 1 * (0.5 + 0) / 2
     raw = act_map.act_frame_map(ann, _dets(rows), frame_nms=None)
     assert raw["per_class_AP"]["0"] == 0.25
+    yowo = act_map.act_frame_map(ann, _dets(rows), protocol="yowo")  # YOWO's evaluator has no NMS
+    assert "det_suppressed_by_frame_nms" not in yowo["counts"] and yowo["num_det"]["0"] == 2
 
 
 def test_frame_nms_uses_the_plus_one_iou_and_file_order_on_ties() -> None:
     # (0,0,9,9) vs (5,0,14,9): +1 IoU 50/150 = 0.333 > 0.3 (suppressed); without +1 it is
     # 36/126 = 0.286 and torchvision's plain NMS would keep both.
-    det = _dets([(1, BOX, 0, 0.5), (1, (5, 0, 14, 9), 0, 0.5), (1, (5, 0, 14, 9), 1, 0.4), (2, (5, 0, 14, 9), 0, 0.1)])
+    det = _dets([(1, BOX, 0, 0.5), (1, (5, 0, 14, 9), 0, 0.5), (1, (5, 0, 14, 9), 1, 0.4),
+                 (2, (5, 0, 14, 9), 0, 0.1)])
     kept, removed = act_map.per_frame_nms(det, overlap=0.3)
     assert removed == 1 and kept.boxes[:, 0].tolist() == [0, 5, 5]  # the tie keeps the first row
     assert kept.label.tolist() == [0, 1, 0] and kept.frame.tolist() == [1, 1, 2]  # per class, per frame

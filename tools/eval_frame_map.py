@@ -16,7 +16,7 @@ UCF101-24 / JHMDB-21 (ACT protocol, or --protocol yowo for VOC-style frame-mAP):
 
 Writes RESULT.json with ``frame_mAP`` (float in [0, 1], null without any ground truth)
 and ``per_class_AP`` (class id or index as a string -> AP, null for a class without
-ground truth), and prints a per-class table with class names.  Bad input prints one
+ground truth; 0 with --protocol act, as ACT counts it), and prints a per-class table with class names.  Bad input prints one
 line ``error: ...`` (file and line) and exits with 2.
 """
 

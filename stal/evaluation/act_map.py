@@ -129,7 +129,7 @@ def act_ap(is_tp: np.ndarray, num_gt: int) -> float:
 
 
 def act_frame_map(annotations, detections: FrameDetections, *, split: int = 1, protocol: str = "act",
-                  iou_threshold: float = 0.5, frame_nms: Optional[float] = ACT_FRAME_NMS,
+                  iou_threshold: float = 0.5, frame_nms: Union[float, None, str] = "protocol",
                   frames: Optional[set] = None) -> dict:
     """Frame-mAP over the test videos of ``split`` (module doc).
 
@@ -137,7 +137,8 @@ def act_frame_map(annotations, detections: FrameDetections, *, split: int = 1, p
         annotations: :class:`stal.formats.act.ActAnnotations` (labels, gttubes, splits).
         detections: per-frame detections (videos outside the test split are ignored).
         protocol: "act" (fall-back matching, trapezoid AP) or "yowo" (VOC, module doc).
-        frame_nms: per-frame, per-class NMS overlap applied first (ACT: 0.3); None: none.
+        frame_nms: per-frame, per-class NMS overlap applied first; "protocol": 0.3 for act
+            (ACT's frameAP), none for yowo (YOWO's evaluator has none); None: none.
         frames: {(video, frame)} to evaluate (YOWO's testlist.txt); ground truth and detections
             elsewhere are left out, and these videos replace the split's.
 
@@ -149,6 +150,8 @@ def act_frame_map(annotations, detections: FrameDetections, *, split: int = 1, p
     if protocol not in ("act", "yowo"):
         raise ValueError(f"protocol must be 'act' or 'yowo', got {protocol!r}")
     counts = {}
+    if frame_nms == "protocol":
+        frame_nms = ACT_FRAME_NMS if protocol == "act" else None
     test_videos = annotations.videos(split=split, train=False)
     if frames is not None:
         test_videos = sorted({v for v, _ in frames})
@@ -749,8 +752,6 @@ def act_evaluate_files(gt_pkl: PathLike, det: PathLike, *, split: int = 1, proto
     prefix or a split mix-up that would otherwise only show as a low mAP.
     """
     annotations = read_act_pickle(gt_pkl)
-    if frame_nms == "protocol":
-        frame_nms = ACT_FRAME_NMS if protocol == "act" else None
     if os.path.isdir(det):
         test_videos = annotations.videos(split=split, train=False)
         detections = tubelet_frame_detections({v: video_tubelets(det, v, annotations.nframes[v],
