@@ -9,12 +9,14 @@ AVA (official AVA semantics; see docs/evaluation.md):
 
 UCF101-24 / JHMDB-21 (ACT protocol, or --protocol yowo for VOC-style frame-mAP):
 
-    python tools/eval_frame_map.py --format ucf24 --gt UCF101v2-GT.pkl --det DET.csv \\
-        [--split 1] [--protocol act|yowo] [--video-map] --out RESULT.json
+    python tools/eval_frame_map.py --format ucf24 --gt UCF101v2-GT.pkl --det DET.csv|DIR \\
+        [--split 1] [--protocol act|yowo] [--frame-nms none|IOU] [--testlist testlist.txt] \\
+        [--round-boxes] [--video-map [--linking act|moc] [--bridged-frames interpolate|nan]] \\
+        --out RESULT.json
 
 Writes RESULT.json with ``frame_mAP`` (float in [0, 1], null without any ground truth)
 and ``per_class_AP`` (class id or index as a string -> AP, null for a class without
-ground truth), and prints a per-class table with class names.  Bad input prints one
+ground truth; 0 with --protocol act, as ACT counts it), and prints a per-class table with class names.  Bad input prints one
 line ``error: ...`` (file and line) and exits with 2.
 """
 
@@ -81,9 +83,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--protocol", choices=["act", "yowo"], default="act",
                         help="ucf24/jhmdb: act (ACT frame-mAP, +1 pixel IoU, trapezoid AP) or yowo "
                              "(VOC all-point frame-mAP, as YOWO reports)")
+    parser.add_argument("--frame-nms", default=None, metavar="none|IOU",
+                        help="ucf24/jhmdb: per-frame, per-class NMS before frame matching; default: 0.3 with "
+                             "--protocol act (ACT's load_frame_detections), none with yowo")
+    parser.add_argument("--testlist", default=None, metavar="testlist.txt",
+                        help="ucf24/jhmdb: evaluate only the frames YOWO's testlist.txt lists (frame-mAP)")
+    parser.add_argument("--round-boxes", action="store_true",
+                        help="ucf24/jhmdb: round detection boxes to integers as YOWO writes them")
     parser.add_argument("--video-map", action="store_true",
                         help="ucf24/jhmdb: also link detections into tubes and report video-mAP at "
                              "0.2, 0.5, 0.75 and 0.5:0.95")
+    parser.add_argument("--linking", choices=["act", "moc"], default="act",
+                        help="ucf24/jhmdb video-mAP: act (ACT's BuildTubes: NMS 0.3, a tube waits 5 frames, "
+                             "min score 0.01) or moc (MOC-Detector's constants: NMS 0.6, ends after K frames "
+                             "without a match, min score 0.005)")
+    parser.add_argument("--bridged-frames", choices=["interpolate", "nan"], default="interpolate",
+                        help="ucf24/jhmdb video-mAP: tube frames no tubelet covers (K < 5, act linking): "
+                             "boxes interpolated, or NaN as ACT's code leaves them (never a match)")
     parser.add_argument("--out", required=True, metavar="RESULT.json",
                         help="where to write the result JSON (written atomically)")
     args = parser.parse_args(argv)
@@ -93,8 +109,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--format ava needs --labelmap")
     if args.top_k is not None and args.top_k < 1:
         parser.error(f"--top-k-per-frame must be >= 1, got {args.top_k}")
+    args.frame_nms = _frame_nms(parser, args.frame_nms)
     _check_out(parser, args)
     return args
+
+
+def _frame_nms(parser: argparse.ArgumentParser, value):
+    """--frame-nms: "protocol" (default), None for "none", or an overlap in [0, 1]."""
+    if value is None:
+        return "protocol"
+    if value.lower() == "none":
+        return None
+    try:
+        overlap = float(value)
+    except ValueError:
+        overlap = -1.0
+    if not 0.0 <= overlap <= 1.0:
+        parser.error(f"--frame-nms must be 'none' or an IoU in [0, 1], got {value!r}")
+    return overlap
 
 
 def _check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -158,7 +190,9 @@ def evaluate_act(args: argparse.Namespace) -> tuple[dict, dict]:
     from stal.evaluation.act_map import act_evaluate_files
 
     result = act_evaluate_files(args.gt, args.det, split=args.split, protocol=args.protocol,
-                                iou_threshold=args.iou, video_map=args.video_map, strict=args.strict)
+                                iou_threshold=args.iou, video_map=args.video_map, strict=args.strict,
+                                frame_nms=args.frame_nms, testlist=args.testlist, round_boxes=args.round_boxes,
+                                linking=args.linking, bridged=args.bridged_frames)
     return result, dict(enumerate(result.pop("labels")))
 
 
