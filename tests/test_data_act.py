@@ -7,7 +7,7 @@ import numpy as np
 from stal.cli import jhmdb_from_act
 from stal.cli import ucf24_from_act
 from _data_fixtures import grey, write_jpegs
-from stal.data.act import act_keyframe_dataset, index_paths
+from stal.data.act import act_keyframe_dataset, act_table, index_paths
 from stal.formats.act import ActAnnotations, write_act_pickle
 from stal.formats.ava import read_ava_csv, read_labelmap
 
@@ -74,3 +74,12 @@ def test_wrong_pickle_is_one_clear_error(tmp_path, capsys):
     assert ucf24_from_act.main(["--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "UCF101v2-GT.pkl: missing keys ['nframes', 'resolution', 'train_videos', 'test_videos']" in err
+
+
+def test_frames_past_nframes_are_not_training_rows():
+    """The parser keeps a tube running past nframes (as ACT's evaluator does); the dataset rows
+    stop at the last frame that exists."""
+    act = ActAnnotations(labels=["Run"], train_videos=[["Run/v1"]], test_videos=[[]], nframes={"Run/v1": 4},
+                         resolution={"Run/v1": (24, 32)}, gttubes={"Run/v1": {0: [_tube(range(2, 8), (8, 6, 24, 18))]}})
+    assert act_table(act, videos=["Run/v1"]).timestamp.tolist() == [2, 3, 4]
+    assert act_table(act, videos=["Run/v1"], every=2).timestamp.tolist() == [3]

@@ -66,7 +66,10 @@ def act_table(act: ActAnnotations, *, videos: Sequence[str], every: int = 1) -> 
         tube_no = 0
         for label in sorted(act.gttubes.get(video, {})):
             for tube in act.gttubes[video][label]:
-                keep = tube[(tube[:, 0].astype(np.int64) - 1) % every == 0]
+                frame = tube[:, 0].astype(np.int64)
+                # Frames past nframes (kept by the parser, as ACT's evaluator keeps them) have no
+                # image to train or test on.
+                keep = tube[((frame - 1) % every == 0) & (frame >= 1) & (frame <= act.nframes[video])]
                 n = len(keep)
                 cols["video"] += [video] * n
                 cols["timestamp"].append(keep[:, 0].astype(np.int64))
