@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from stal.cli import build_background_bank
-import eval_frame_map
+from stal.cli import eval_frame_map
 from stal.cli import test_net
 from stal.cli import train_net
 from stal.cli import ucf24_from_act

@@ -18,7 +18,7 @@ import pytest
 
 from stal.cli import build_background_bank
 from stal.cli import build_tube_bank
-import eval_frame_map
+from stal.cli import eval_frame_map
 from stal.cli import extract_frames
 from stal.cli import videos_to_ava
 from _data_fixtures import write_video

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-import eval_frame_map
+from stal.cli import eval_frame_map
 from stal.cli import ucf24_from_act
 from stal.errors import DataError
 from stal.formats.act import ActFormatError, read_act_pickle
