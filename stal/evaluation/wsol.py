@@ -193,45 +193,65 @@ def scoremap_boxes(scoremap: np.ndarray, thresholds: np.ndarray = CAM_THRESHOLDS
             without OpenCV, see :func:`v1_approximation`).
     """
     image, cuts = _cuts(scoremap, thresholds)
-    cache = {int(c): _mask_boxes(image > c, multi_contour=multi_contour) for c in np.unique(cuts)}
+    cache = {int(c): _mask_boxes(image > c)[multi_contour] for c in np.unique(cuts)}
     return [cache[int(c)] for c in cuts]
 
 
-def _mask_boxes(mask: np.ndarray, *, multi_contour: bool) -> np.ndarray:
+def best_ious(cam: np.ndarray, gt_boxes: np.ndarray, thresholds: np.ndarray, *,
+              modes: tuple[bool, ...] = (True, False)) -> dict[bool, np.ndarray]:
+    """{multi_contour: float (T,) best IoU of any predicted box with any of ``gt_boxes`` (G, 4) at
+    each threshold} for an (H, W) ``cam`` (normalized here); contours are traced once per cut."""
+    image, cuts = _cuts(normalize_scoremap(cam), thresholds)
+    unique, inverse = np.unique(cuts, return_inverse=True)
+    per_cut = {m: np.empty(len(unique)) for m in modes}
+    for k, c in enumerate(unique):
+        boxes = _mask_boxes(image > c)
+        for m in modes:
+            per_cut[m][k] = multiple_iou(boxes[m], gt_boxes).max()
+    return {m: v[inverse.reshape(-1)] for m, v in per_cut.items()}
+
+
+def _mask_boxes(mask: np.ndarray) -> dict[bool, np.ndarray]:
+    """{True: int64 (k, 4) boxes of all contours, False: (1, 4) the largest contour's} of a bool (H, W) mask."""
     height, width = mask.shape
-    rects = _contour_rects_opencv(mask, multi_contour) if cv2 is not None else _contour_rects_numpy(mask, multi_contour)
-    if len(rects) == 0:
-        return np.zeros((1, 4), dtype=np.int64)
-    # boundingRect (x, y, w, h) -> (x, y, x + w, y + h), clipped as the reference does
-    x1 = np.minimum(rects[:, 0] + rects[:, 2], width - 1)
-    y1 = np.minimum(rects[:, 1] + rects[:, 3], height - 1)
-    return np.stack([rects[:, 0], rects[:, 1], x1, y1], axis=1).astype(np.int64)
+    rects = _contour_rects_opencv(mask) if cv2 is not None else _contour_rects_numpy(mask)
+    out = {}
+    for multi, r in zip((True, False), rects):
+        if len(r) == 0:
+            out[multi] = np.zeros((1, 4), dtype=np.int64)
+            continue
+        # boundingRect (x, y, w, h) -> (x, y, x + w, y + h), clipped as the reference does
+        x1, y1 = np.minimum(r[:, 0] + r[:, 2], width - 1), np.minimum(r[:, 1] + r[:, 3], height - 1)
+        out[multi] = np.stack([r[:, 0], r[:, 1], x1, y1], axis=1).astype(np.int64)
+    return out
 
 
-def _contour_rects_opencv(mask: np.ndarray, multi_contour: bool) -> np.ndarray:
-    """(k, 4) ``x, y, w, h`` of the contours OpenCV traces (compute_bboxes_from_scoremaps)."""
+def _contour_rects_opencv(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(k, 4) ``x, y, w, h`` of every contour OpenCV traces, and (<= 1, 4) of the largest by
+    ``cv2.contourArea`` (compute_bboxes_from_scoremaps)."""
     # [-2]: contours in both OpenCV 3 (image, contours, hierarchy) and 4+ (contours, hierarchy)
     contours = cv2.findContours(mask.astype(np.uint8) * 255, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
-    if not multi_contour and len(contours):
-        contours = [max(contours, key=cv2.contourArea)]  # Python's max: the first of equal areas
-    return np.array([cv2.boundingRect(c) for c in contours], np.int64).reshape(-1, 4)
+    rects = np.array([cv2.boundingRect(c) for c in contours], np.int64).reshape(-1, 4)
+    if len(contours) == 0:
+        return rects, rects
+    areas = [cv2.contourArea(c) for c in contours]
+    return rects, rects[[areas.index(max(areas))]]  # as Python's max(..., key=): the first of equal areas
 
 
-def _contour_rects_numpy(mask: np.ndarray, multi_contour: bool) -> np.ndarray:
-    """The same from connected components; v1 approximate (module docstring)."""
+def _contour_rects_numpy(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same from connected components; the largest approximate (module docstring)."""
     height, width = mask.shape
     boxes, sizes = component_boxes(mask, connectivity=8)
     if len(boxes) == 0:
-        return np.empty((0, 4), np.int64)
-    if not multi_contour:
-        boxes = boxes[[int(np.argmax(sizes))]]
-    else:
-        holes, _ = component_boxes(~mask, connectivity=4)
-        inner = (holes[:, 0] > 0) & (holes[:, 1] > 0) & (holes[:, 2] < width - 1) & (holes[:, 3] < height - 1)
-        holes = holes[inner]  # background touching the border is outside, not a hole
-        if len(holes):  # a hole's contour runs on the foreground pixels around it
-            boxes = np.concatenate([boxes, holes + np.array([-1, -1, 1, 1])])
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2] + 1], axis=1)
+        return np.empty((0, 4), np.int64), np.empty((0, 4), np.int64)
+    largest = boxes[[int(np.argmax(sizes))]]
+    holes, _ = component_boxes(~mask, connectivity=4)
+    inner = (holes[:, 0] > 0) & (holes[:, 1] > 0) & (holes[:, 2] < width - 1) & (holes[:, 3] < height - 1)
+    holes = holes[inner]  # background touching the border is outside, not a hole
+    if len(holes):  # a hole's contour runs on the foreground pixels around it
+        boxes = np.concatenate([boxes, holes + np.array([-1, -1, 1, 1])])
+    xywh = lambda b: np.concatenate([b[:, :2], b[:, 2:] - b[:, :2] + 1], axis=1)  # noqa: E731
+    return xywh(boxes), xywh(largest)
 
 
 def multiple_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -286,11 +306,11 @@ class BoxAccumulator:
         gt_boxes = np.asarray(gt_boxes).reshape(-1, 4)
         if len(gt_boxes) == 0:
             raise ValueError("an image needs at least one ground-truth box")
-        image, cuts = _cuts(normalize_scoremap(cam), self.thresholds)
-        unique, inverse = np.unique(cuts, return_inverse=True)
-        best_per_cut = np.array([multiple_iou(_mask_boxes(image > c, multi_contour=self.multi_contour),
-                                              gt_boxes).max() for c in unique])
-        best = best_per_cut[inverse.reshape(-1)]
+        best = best_ious(cam, gt_boxes, self.thresholds, modes=(self.multi_contour,))[self.multi_contour]
+        self.add_best_ious(best, class_correct=class_correct)
+
+    def add_best_ious(self, best: np.ndarray, *, class_correct: Optional[bool] = None) -> None:
+        """One image from its float (T,) best IoU per threshold (see :func:`best_ious`)."""
         for d in self.num_correct:
             self.num_correct[d] += best >= d / 100
         if class_correct:
@@ -575,8 +595,9 @@ def evaluate_cams(*, meta: WsolMetadata, cams: Mapping[str, np.ndarray], cams_pa
         gt = np.array([resize_box(b, image_size=meta.image_sizes[image_id], resize_size=size)
                        for b in meta.boxes[image_id]], np.int64)
         ok = None if meta.predictions is None else meta.predictions[image_id] == meta.class_labels[image_id]
-        boxes_v2.add(cam, gt, class_correct=ok)
-        boxes_v1.add(cam, gt)
+        best = best_ious(cam, gt, thresholds)  # contours traced once for V2 and v1
+        boxes_v2.add_best_ious(best[True], class_correct=ok)
+        boxes_v1.add_best_ious(best[False])
     out: dict = {"num_images": len(meta.image_ids), "cam_curve_interval": cam_curve_interval,
                  "resize_length": resize_length, "units": "percent", "approximate": {}}
     if meta.masks is not None:
@@ -604,7 +625,7 @@ def _box_results(boxes_v2: BoxAccumulator, boxes_v1: BoxAccumulator, *, top1: bo
 
 
 __all__ = ["BoxAccumulator", "CAM_CURVE_INTERVAL", "CAM_THRESHOLDS", "IOU_THRESHOLDS", "META_FILES",
-           "PREDICTIONS_FILE", "PxAPAccumulator", "RESIZE_LENGTH", "WsolMetadata", "cam_thresholds",
+           "PREDICTIONS_FILE", "PxAPAccumulator", "RESIZE_LENGTH", "WsolMetadata", "best_ious", "cam_thresholds",
            "evaluate_cams", "load_cam", "multiple_iou", "normalize_scoremap", "open_cams", "read_mask",
            "read_metadata", "resize_box", "resize_mask_nearest", "scoremap_boxes", "upsample_cam",
            "v1_approximation"]
