@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from _data_fixtures import write_jpegs
-from stal.data.cub import CubDataset, read_cub
+from stal.data.cub import CubDataset, read_cub, wsol_gt_box
 from stal.errors import DataError
 
 
@@ -27,6 +27,8 @@ def test_cub_items_by_hand(tmp_path):
     # (30, 10, w 10, h 10) on 40x20: x1 = 30/40, y1 = 10/20, x2 = 40/40, y2 = 20/20.
     np.testing.assert_allclose(item["boxes_norm"].numpy(), [[0.75, 0.5, 1.0, 1.0]])
     np.testing.assert_allclose(item["boxes"].numpy(), [[6, 4, 8, 8]])
+    # the WSOL box as wsolevaluation rounds it: int(v * 8 / W) of x, y, x + w, y + h, the end inclusive
+    assert item["gt_boxes"].dtype == np.int64 and item["gt_boxes"].tolist() == [[6, 4, 8, 8]]
     assert item["mask"].sum() == 8 and abs(float(item["clip"].mean()) * 255 - 70) < 3
 
 
@@ -40,3 +42,13 @@ def test_cub_bad_files_name_file_and_line(tmp_path):
     data = CubDataset(root=str(tmp_path), train=True, crop_size=8, mean=[0.0] * 3, std=[1.0] * 3)
     with pytest.raises(DataError, match="cannot read image .*b_1.jpg"):
         data[1]
+
+
+def test_wsol_box_rounding_keeps_exact_integers(tmp_path):
+    # y = 31 on a 112-row image at 224: 31 * 224 / 112 = 62.0; the float32 route gave 61.999996 -> 61
+    assert wsol_gt_box((10.0, 31.0, 20.0, 50.0), 40, 112, 224).tolist() == [[56, 62, 168, 162]]
+    make_cub(tmp_path)
+    (tmp_path / "bounding_boxes.txt").write_text("1 10.0 31.0 20.0 50.0\n2 0.0 0.0 40.0 20.0\n3 30.0 10.0 10.0 10.0\n")
+    write_jpegs(tmp_path / "images" / "001.Albatross", ["a_1.jpg"], size=(40, 112), values=[50])
+    data = CubDataset(root=str(tmp_path), train=True, crop_size=224, mean=[0.0] * 3, std=[1.0] * 3)
+    assert data[0]["gt_boxes"].tolist() == [[56, 62, 168, 162]]

@@ -322,6 +322,10 @@ _C.IMAGE.MIX_PROB = 1.0
 _C.IMAGE.PROVENANCE = "region"
 # Horizontal flip probability of training images read from files (cub, imagefolder).
 _C.IMAGE.HFLIP_PROB = 0.5
+# Step of the CAM thresholds np.arange(0, 1, step) behind MaxBoxAccV2 / GT-known / Top-1 Loc:
+# 0.001 as wsolevaluation's evaluate_wsol, CAMComputer and config.py; 0.01 is only its
+# evaluation.py command-line default (the two can differ by many points; docs/evaluation.md).
+_C.IMAGE.CAM_CURVE_INTERVAL = 0.001
 # Image demo: scene crops per class photo in the training bank (and, disjoint, the test bank).
 _C.IMAGE.DEMO_SCENES_PER_CLASS = 32
 # Image demo: images of the validation split (training scene crops, scene independent of the

@@ -27,7 +27,6 @@ from stal.demo import banks
 from stal.demo.images import ensure_image_demo, load_image_demo
 from stal.demo.video import DemoPaths, ensure_demo_data
 from stal.errors import ConfigError, DataError
-from stal.evaluation.wsol import gt_boxes_inclusive
 from stal.formats.ava import AvaTable, read_ava_csv, read_box_list, read_excluded, read_labelmap
 from stal.io.images import read_image
 from stal.synthesis import backgrounds as bgs, mixing, paste, placement, transforms, tube_bank
@@ -258,7 +257,7 @@ def _cub_eval(cfg: CfgNode) -> dict:
     return {"": images.WsolEvalDataset(
         images=lambda i: read_image(os.path.join(root, cub.images[i].path), size=size),
         labels=[im.label for im in cub.images], mean=mean, std=std,
-        boxes=[gt_boxes_inclusive(cub[i]["boxes"].numpy()) for i in range(len(cub))])}
+        boxes=[cub[i]["gt_boxes"] for i in range(len(cub))])}
 
 
 def _image_folder_eval(cfg: CfgNode) -> dict:

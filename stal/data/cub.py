@@ -11,7 +11,11 @@ space separated, one image per line, 1-based ids:
 * ``classes.txt``: ``class_id name``
 
 An image is a clip with T = 1 (DESIGN.md: images are never a separate code path); its box is
-normalized as ``x / W, y / H, (x + w) / W, (y + h) / H`` with W, H the image size.
+normalized as ``x / W, y / H, (x + w) / W, (y + h) / H`` with W, H the image size. The box
+the WSOL metrics score against (``gt_boxes``) is rounded as wsolevaluation does: its
+``metadata/CUB/*/localization.txt`` holds ``x, y, x + w, y + h`` with x + w, y + h taken as
+*inclusive* corners, and ``evaluation.py`` ``resize_bbox`` scales each with ``int(v * S / W)``
+in float64 (so y = 62.0 stays 62, where a float32 product can give 61.999996).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch.utils.data import Dataset
 
 from stal.data.batch import normalize_clip
 from stal.errors import DataError
+from stal.evaluation.wsol import resize_box
 from stal.io.images import read_image_and_size
 
 CUB_FILES = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", "train_test_split.txt", "classes.txt")
@@ -102,12 +107,21 @@ def normalized_box(box: tuple[float, float, float, float], width: int, height: i
     return np.clip(np.array([x / width, y / height, (x + w) / width, (y + h) / height], np.float32), 0.0, 1.0)
 
 
+def wsol_gt_box(box: tuple[float, float, float, float], width: int, height: int, size: int) -> np.ndarray:
+    """int64 (1, 4) ``x0, y0, x1, y1`` inclusive corners at the input size ``size`` x ``size`` of an
+    (x, y, w, h) pixel box, rounded as wsolevaluation's ``resize_bbox`` (module docstring)."""
+    x, y, w, h = map(float, box)
+    corners = resize_box((x, y, x + w, y + h), image_size=(width, height), resize_size=(size, size))
+    return np.array([corners], np.int64)
+
+
 class CubDataset(Dataset):
     """CUB images as one-frame clips with their box and class.
 
     Items: ``clip`` float32 (3, 1, S, S) normalized (the image resized to S x S),
     ``boxes`` float32 (1, 4) input pixels, ``boxes_norm`` (1, 4), ``labels`` int64 (1,),
-    ``key`` (image path, 0), ``mask`` (1, S, S) and ``source_masks`` (1, 1, S, S): the box.
+    ``key`` (image path, 0), ``mask`` (1, S, S) and ``source_masks`` (1, 1, S, S): the box;
+    ``gt_boxes`` int64 (1, 4): the box the WSOL metrics use (:func:`wsol_gt_box`).
     """
 
     def __init__(self, *, root: str, train: bool, crop_size: int, mean: Sequence[float], std: Sequence[float]):
@@ -134,4 +148,5 @@ class CubDataset(Dataset):
             "key": (im.path, 0),
             "mask": mask[0],
             "source_masks": mask,
+            "gt_boxes": wsol_gt_box(im.box, width, height, self.size),
         }

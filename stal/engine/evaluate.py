@@ -135,7 +135,8 @@ def test(cfg: CfgNode, model: torch.nn.Module, *, out_dir: str | None, ctx: Dist
     """
     if cfg.TEST.DATASET in data_build.IMAGE_DATASETS:  # one-frame clips: CAM localization metrics
         return {k: v for prefix, ds in data_build.build_image_eval_splits(cfg).items()
-                for k, v in evaluate_wsol(model, ds, batch_size=cfg.TEST.BATCH_SIZE, prefix=prefix).items()}
+                for k, v in evaluate_wsol(model, ds, batch_size=cfg.TEST.BATCH_SIZE, prefix=prefix,
+                                          cam_curve_interval=cfg.IMAGE.CAM_CURVE_INTERVAL).items()}
     metrics: dict = {}
     split = data_build.build_test_split(cfg)
     result, det = evaluate_frame_map(model, split, batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC,
