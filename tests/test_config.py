@@ -47,6 +47,7 @@ def test_base_inheritance(repo_root):
     ("- a\n- b\n", [], "expected a mapping"),
     ("TRAIN:\n  BATCH_SIZE: abc\n", [], "TRAIN.BATCH_SIZE expects a int"),
     ("GUIDANCE:\n  LAMBDA: -0.1\n", [], "GUIDANCE.LAMBDA must be >= 0"),
+    ("IMAGE:\n  CAM_CURVE_INTERVAL: 0.0\n", [], "IMAGE.CAM_CURVE_INTERVAL must be in \\(0, 1\\)"),
     ("GUIDANCE:\n  NORM: l3\n", [], "GUIDANCE.NORM must be one of"),
     ("TRAIN: 3\n", [], "TRAIN is a section"),
     ("GUIDANCE: {LAMBDA: [1\n", [], "not valid YAML"),

@@ -17,7 +17,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-import eval_wsol  # noqa: E402
+from stal.cli import eval_wsol
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the wsol extra) is what the reference calls")
 

@@ -179,6 +179,8 @@ def validate_cfg(cfg: CfgNode) -> None:
     for key in _POSITIVE:
         if get(key) <= 0:
             raise ConfigError(f"{key} must be > 0, got {get(key)!r}")
+    if not 0.0 < cfg.IMAGE.CAM_CURVE_INTERVAL < 1.0:
+        raise ConfigError(f"IMAGE.CAM_CURVE_INTERVAL must be in (0, 1), got {cfg.IMAGE.CAM_CURVE_INTERVAL}")
     if not 0.0 <= cfg.SYNTHESIS.SCENE_BIAS <= 1.0:
         raise ConfigError(f"SYNTHESIS.SCENE_BIAS must be in [0, 1], got {cfg.SYNTHESIS.SCENE_BIAS}")
     if not 1 <= cfg.SYNTHESIS.ACTORS_MIN <= cfg.SYNTHESIS.ACTORS_MAX:
