@@ -170,3 +170,66 @@ def test_malicious_pkl_runs_nothing(tmp_path, protocol):
         load_pretrained(dst, str(path))
     assert not marker.exists()
     assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())
+
+
+# ---------------------------------------------------------------------------- R101 layouts
+
+
+def _res_stages(backbone, pathway: int):
+    return [b.multipathway_blocks[pathway] if hasattr(b, "multipathway_blocks") else b for b in list(backbone.blocks)[1:]]
+
+
+@pytest.mark.parametrize("name, res4_temporal, fusion", [("slowfast_r101", 23, 5), ("slowfast_r101_16x8", 6, 5),
+                                                          ("slowfast_r50", 6, 7), ("slow_r101", 23, None)])
+def test_resnet_layouts_match_pyslowfast(name, res4_temporal, fusion):
+    """Blocks per stage, conv_a temporal kernels (PySlowFast NUM_BLOCK_TEMP_KERNEL) and the
+    fusion kernel (FUSION_KERNEL_SZ) of the full-size models, from the model-zoo YAMLs."""
+    backbone = build_detector(name, num_classes=4).backbone
+    depth = 50 if "r50" in name else 101
+    for pathway in (0, 1) if hasattr(backbone, "alpha") else (0,):
+        stages = _res_stages(backbone, pathway)
+        assert [len(s.res_blocks) for s in stages] == ([3, 4, 6, 3] if depth == 50 else [3, 4, 23, 3])
+        temporal = [[b.branch2.conv_a.kernel_size[0] for b in s.res_blocks] for s in stages]
+        slow_early = 1 if pathway == 0 else 3  # the slow pathway is temporal in res4 / res5 only
+        assert temporal[0] == [slow_early] * 3 and temporal[1] == [slow_early] * 4 and temporal[3] == [3] * 3
+        assert temporal[2] == [3] * res4_temporal + [1] * (len(temporal[2]) - res4_temporal)
+    if fusion:
+        convs = [b.multipathway_fusion.conv_fast_to_slow for b in list(backbone.blocks)[:4]]  # res5: none
+        assert all(c.kernel_size == (fusion, 1, 1) and c.stride == (4, 1, 1) for c in convs)
+    if depth == 101:  # the tiny R101s keep every block: the checkpoint tests below see the real key set
+        tiny = build_detector(f"{name}_tiny", num_classes=4).backbone
+        assert tiny.state_dict().keys() == backbone.state_dict().keys()
+    frames = 8 if hasattr(backbone, "alpha") else 2
+    feats = backbone.eval()(torch.randn(1, 3, frames, 32, 32))  # forward at a tiny size only
+    assert sum(f.shape[1] for f in (feats if isinstance(feats, list) else [feats])) == backbone.out_channels
+
+
+@pytest.mark.parametrize("name", ["slowfast_r50_tiny", "slowfast_r101_tiny", "slowfast_r101_16x8_tiny",
+                                  "slow_r101_tiny"])
+@pytest.mark.parametrize("layout", ["caffe2", "pyslowfast"])
+def test_pkl_and_pyth_load_with_zero_missing_backbone_keys(tmp_path, name, layout):
+    from test_models_pretrained import _to_pyslowfast
+
+    torch.manual_seed(0)
+    src = build_detector(name, num_classes=3)
+    if layout == "caffe2":
+        path = _write_pkl(tmp_path / "model.pkl", {"blobs": {**_caffe2_blobs(src), "pred_w": np.zeros((400, 8))}})
+    else:
+        multipathway = hasattr(src.backbone, "alpha")
+        state = {(_to_pyslowfast(k) if multipathway else _slow_to_pyslowfast(k)): v
+                 for k, v in src.state_dict().items() if k.startswith("backbone.")}
+        path = str(tmp_path / "model.pyth")
+        torch.save({"model_state": {**state, "head.projection.weight": torch.zeros(400, 8)}}, path)
+    dst = build_detector(name, num_classes=3)
+    report = load_pretrained(dst, path)
+    assert report.source == layout and not report.unexpected and not report.mismatched
+    assert [k for k in report.missing if k.startswith("backbone.")] == []
+    assert _same_backbone(src, dst)
+
+
+def _slow_to_pyslowfast(key: str) -> str:
+    """Slow (one pathway) key -> PySlowFast key, via the two-pathway test mapping."""
+    from test_models_pretrained import _to_pyslowfast
+
+    multi = re.sub(r"^backbone\.blocks\.(\d)\.", r"backbone.blocks.\1.multipathway_blocks.0.", key)
+    return _to_pyslowfast(multi)
