@@ -105,7 +105,7 @@ def test_caffe2_pkl_loads_bit_for_bit(tmp_path, name):
     blobs = _caffe2_blobs(src)
     dropped = {"pred_w": np.zeros((400, 8), np.float32), "pred_b": np.zeros(400, np.float32),
                "res2_0_branch2a_w_momentum": np.zeros(1, np.float32), "lr": np.float32(0.1),
-               "model_iter": np.array(1000)}
+               "model_iter": 1000}
     path = _write_pkl(tmp_path / f"{name}.pkl", {"blobs": {**blobs, **dropped}})
     dst = build_detector(name, num_classes=3).eval()
     report = load_pretrained(dst, path)

@@ -98,6 +98,8 @@ def _read_caffe2_blobs(path: str) -> dict[str, torch.Tensor]:
         raise DataError(f"{path}: expected a Caffe2 checkpoint (a dict with 'blobs'), found {found}")
     state = {}
     for name, value in blobs.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # e.g. a plain-int model_iter
+            value = np.asarray(value)
         if not isinstance(value, (np.ndarray, np.generic)) or not np.issubdtype(np.asarray(value).dtype, np.number):
             raise DataError(f"{path}: blob {name!r} is {type(value).__name__}, expected a numeric numpy array")
         state[str(name)] = torch.from_numpy(np.array(value))  # a copy: the tensor owns its memory
@@ -105,7 +107,7 @@ def _read_caffe2_blobs(path: str) -> dict[str, torch.Tensor]:
 
 
 def detect_source(keys: list[str]) -> str:
-    """Guess the layout of a state dict from its key names (a ``.pkl`` file is ``caffe2``)."""
+    """Guess the layout of a state dict from its key names."""
     if any(k.startswith(("backbone.", "detector.backbone.")) for k in keys):
         return "stal"
     if any(re.match(r"s\d(_fuse)?\.", k) for k in keys):
