@@ -29,7 +29,7 @@ from stal.models.heads import CAMHead, RoIActionHead
 from stal.models.image import resnet50_2d, vgg16_gap_2d
 from stal.models.mil import MILDetector
 from stal.models.mvit import mvit
-from stal.models.resnet3d import slow_r50, slowfast_r50
+from stal.models.resnet3d import slow_resnet, slowfast_resnet
 
 
 def _with_roi_head(
@@ -161,50 +161,57 @@ def build_x3d_m(*, num_classes: int, **kwargs) -> ActionDetector:
     return build_x3d_xs(num_classes=num_classes, **{"input_clip_length": 16, "input_crop_size": 224, **kwargs})
 
 
-def build_slow_r50(
+def build_slow_resnet(
     *,
     num_classes: int,
+    depth: int = 50,
     stem_dim_out: int = 64,
     blocks_per_stage: int | None = None,
     res5_spatial_stride: int = 1,
+    res4_temporal_blocks: int | None = None,
     in_channels: int = 3,
     roi_output_size: tuple[int, int] = (7, 7),
     sampling_ratio: int = 2,
     dropout: float = 0.0,
     double_backward: bool = True,
 ) -> ActionDetector:
-    """pytorchvideo Slow-R50 + RoI head on res5 (stride 16 by default, PySlowFast AVA).
+    """pytorchvideo Slow-R50 / R101 + RoI head on res5 (stride 16 by default, PySlowFast AVA).
 
-    Backbone kwargs: see :func:`stal.models.resnet3d.slow_r50`. Head kwargs: module docstring.
+    Backbone kwargs: see :func:`stal.models.resnet3d.slow_resnet`. Head kwargs: module docstring.
     """
-    backbone = slow_r50(in_channels=in_channels, stem_dim_out=stem_dim_out,
-                        blocks_per_stage=blocks_per_stage, res5_spatial_stride=res5_spatial_stride)
+    backbone = slow_resnet(depth=depth, in_channels=in_channels, stem_dim_out=stem_dim_out,
+                           blocks_per_stage=blocks_per_stage, res5_spatial_stride=res5_spatial_stride,
+                           res4_temporal_blocks=res4_temporal_blocks)
     return _with_roi_head(backbone, num_classes=num_classes, roi_output_size=roi_output_size,
                           sampling_ratio=sampling_ratio, dropout=dropout, double_backward=double_backward)
 
 
-def build_slowfast_r50(
+def build_slowfast_resnet(
     *,
     num_classes: int,
+    depth: int = 50,
     stem_dim_out: int = 64,
     alpha: int = 4,
     beta_inv: int = 8,
+    fusion_kernel_size: int = 7,
     blocks_per_stage: int | None = None,
     res5_spatial_stride: int = 1,
+    res4_temporal_blocks: int | None = None,
     in_channels: int = 3,
     roi_output_size: tuple[int, int] = (7, 7),
     sampling_ratio: int = 2,
     dropout: float = 0.0,
     double_backward: bool = True,
 ) -> ActionDetector:
-    """pytorchvideo SlowFast-R50 + RoI head on both pathways' res5 (concatenated channels).
+    """pytorchvideo SlowFast-R50 / R101 + RoI head on both pathways' res5 (concatenated channels).
 
     Takes one clip of T frames (T a multiple of ``alpha``); see
-    :func:`stal.models.resnet3d.slowfast_r50`. Head kwargs: module docstring.
+    :func:`stal.models.resnet3d.slowfast_resnet`. Head kwargs: module docstring.
     """
-    backbone = slowfast_r50(in_channels=in_channels, stem_dim_out=stem_dim_out, alpha=alpha,
-                            beta_inv=beta_inv, blocks_per_stage=blocks_per_stage,
-                            res5_spatial_stride=res5_spatial_stride)
+    backbone = slowfast_resnet(depth=depth, in_channels=in_channels, stem_dim_out=stem_dim_out, alpha=alpha,
+                               beta_inv=beta_inv, fusion_kernel_size=fusion_kernel_size,
+                               blocks_per_stage=blocks_per_stage, res5_spatial_stride=res5_spatial_stride,
+                               res4_temporal_blocks=res4_temporal_blocks)
     return _with_roi_head(backbone, num_classes=num_classes, roi_output_size=roi_output_size,
                           sampling_ratio=sampling_ratio, dropout=dropout, double_backward=double_backward)
 
@@ -288,13 +295,32 @@ def build_vgg16_gap(
                           sampling_ratio=sampling_ratio, dropout=dropout, double_backward=double_backward)
 
 
+def _preset(builder: Callable[..., ActionDetector], name: str, doc: str, **preset) -> Callable[..., ActionDetector]:
+    """``builder`` with other defaults (still overridable), registered as ``name``."""
+    def build(*, num_classes: int, **kwargs) -> ActionDetector:
+        return builder(num_classes=num_classes, **{**preset, **kwargs})
+    build.__doc__ = f"{doc}; kwargs of {builder.__name__}."
+    build.__name__ = f"build_{name}"
+    return build
+
+
 def _tiny(builder: Callable[..., ActionDetector], doc: str, **tiny_kwargs) -> Callable[..., ActionDetector]:
     """A builder with tiny defaults (still overridable), for tests on 4x32x32 clips."""
-    def build(*, num_classes: int, **kwargs) -> ActionDetector:
-        return builder(num_classes=num_classes, **{**tiny_kwargs, **kwargs})
-    build.__doc__ = f"Tiny {builder.__name__} for tests: {doc}; same kwargs."
-    build.__name__ = f"{builder.__name__}_tiny"
-    return build
+    return _preset(builder, f"{builder.__name__.removeprefix('build_')}_tiny", f"Tiny variant for tests: {doc}",
+                   **tiny_kwargs)
+
+
+# PySlowFast's model-zoo layouts (configs/Kinetics/c2/SLOWFAST_8x8_R101_101_101.yaml and
+# SLOWFAST_16x8_R101_50_50.yaml): FUSION_KERNEL_SZ 5; NUM_BLOCK_TEMP_KERNEL of res4 23 / 6.
+build_slow_r50 = _preset(build_slow_resnet, "slow_r50", "Slow-R50 8x8", depth=50)
+build_slow_r101 = _preset(build_slow_resnet, "slow_r101", "Slow-R101 8x8", depth=101)
+build_slowfast_r50 = _preset(build_slowfast_resnet, "slowfast_r50", "SlowFast-R50 8x8 (alpha 4)", depth=50)
+build_slowfast_r101 = _preset(build_slowfast_resnet, "slowfast_r101",
+                              "SlowFast-R101 8x8 (alpha 4, fusion kernel 5, all res4 blocks temporal)",
+                              depth=101, fusion_kernel_size=5)
+build_slowfast_r101_16x8 = _preset(build_slowfast_resnet, "slowfast_r101_16x8",
+                                   "SlowFast-R101 16x8 (64 frames, alpha 4, fusion kernel 5, 6 of 23 res4 "
+                                   "blocks temporal)", depth=101, fusion_kernel_size=5, res4_temporal_blocks=6)
 
 
 _TINY_HEAD = {"roi_output_size": (2, 2)}
@@ -309,9 +335,17 @@ MODEL_REGISTRY: dict[str, Callable[..., ActionDetector]] = {
     "slow_r50": build_slow_r50,
     "slow_r50_tiny": _tiny(build_slow_r50, "stem 8, one block per stage", stem_dim_out=8,
                            blocks_per_stage=1, **_TINY_HEAD),
+    "slow_r101": build_slow_r101,
+    "slow_r101_tiny": _tiny(build_slow_r101, "stem 4, all 3+4+23+3 blocks", stem_dim_out=4, **_TINY_HEAD),
     "slowfast_r50": build_slowfast_r50,
     "slowfast_r50_tiny": _tiny(build_slowfast_r50, "stem 8/1, one block per stage", stem_dim_out=8,
                                blocks_per_stage=1, **_TINY_HEAD),
+    "slowfast_r101": build_slowfast_r101,
+    "slowfast_r101_tiny": _tiny(build_slowfast_r101, "stem 8/1, all 3+4+23+3 blocks", stem_dim_out=8,
+                                **_TINY_HEAD),
+    "slowfast_r101_16x8": build_slowfast_r101_16x8,
+    "slowfast_r101_16x8_tiny": _tiny(build_slowfast_r101_16x8, "stem 8/1, all 3+4+23+3 blocks",
+                                     stem_dim_out=8, **_TINY_HEAD),
     "mvit_b_16x4": build_mvit_b_16x4,
     "mvit_b_16x4_tiny": _tiny(build_mvit_b_16x4, "4x32x32 input, depth 3, width 16-64",
                               temporal_size=4, spatial_size=32, depth=3, patch_embed_dim=16,
@@ -330,6 +364,7 @@ MODEL_REGISTRY: dict[str, Callable[..., ActionDetector]] = {
 DEFAULT_INPUTS: dict[str, tuple[int, int]] = {
     "small3d": (8, 64), "x3d_xs": (4, 160), "x3d_s": (13, 160), "x3d_m": (16, 224),
     "slow_r50": (8, 224), "slowfast_r50": (32, 224), "mvit_b_16x4": (16, 224),
+    "slow_r101": (8, 224), "slowfast_r101": (32, 224), "slowfast_r101_16x8": (64, 224),
     "resnet50": (1, 224), "vgg16_gap": (1, 224),
     **{name: (4, 32) for name in MODEL_REGISTRY if name.endswith("_tiny")},
     "resnet50_tiny": (1, 32), "vgg16_gap_tiny": (1, 32),

@@ -9,6 +9,13 @@ Supported files (``torch.load``-able dicts; the weights may sit under ``model_st
 - ``pyslowfast``: PySlowFast ``.pyth`` checkpoints of Slow, SlowFast and X3D (``s1.pathway0_stem.*``,
   ``s2.pathway0_res0.branch2.a.*``, ``s1_fuse.conv_f2s.*``, X3D's ``branch2.se.fc1``), renamed to
   pytorchvideo's layout. (PySlowFast's MViT layout is not mapped: use pytorchvideo's MViT files.)
+- ``caffe2``: PySlowFast's ``CHECKPOINT_TYPE caffe2`` model-zoo ``.pkl`` files (a pickle of
+  ``{"blobs": {name: numpy array}}``, read with the restricted unpickler of
+  :mod:`stal.io.safe_pickle`, so nothing in the file runs): blob names such as ``conv1_w``,
+  ``res_conv1_bn_s``, ``res2_0_branch2a_w``, ``t_res3_0_branch1_bn_riv`` (fast pathway),
+  ``t_pool1_subsample_w`` (fusion) are renamed to PySlowFast's ``.pyth`` names and from there
+  to pytorchvideo's. ``source="auto"`` picks it for a ``.pkl`` file. Optimizer blobs
+  (``*_momentum``, ``lr``, ``model_iter``) and the head (``pred_*``) are dropped.
 - ``torchvision``: ResNet-50 / VGG16 ImageNet state dicts for the image models.
 
 The file's classification head (``head.*``, pytorchvideo's last block, torchvision's ``fc`` /
@@ -25,15 +32,17 @@ import os
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from stal.errors import DataError
+from stal.io.safe_pickle import load_pickle
 from stal.io.torch_files import load_torch_file
 
 logger = logging.getLogger("stal")
 
-SOURCES = ("auto", "stal", "pytorchvideo", "pyslowfast", "torchvision")
+SOURCES = ("auto", "stal", "pytorchvideo", "pyslowfast", "caffe2", "torchvision")
 
 
 @dataclass
@@ -71,6 +80,30 @@ def _read_state(path: str) -> dict[str, torch.Tensor]:
                         f"'model_state' / 'state_dict' / 'model')")
     # DDP-saved weights carry a "module." prefix.
     return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def _read_caffe2_blobs(path: str) -> dict[str, torch.Tensor]:
+    """The ``blobs`` of a Caffe2 ``.pkl`` as tensors (same dtype and bits as the arrays).
+
+    PySlowFast reads these with ``pickle.load`` (slowfast/utils/checkpoint.py,
+    ``load_checkpoint(convert_from_caffe2=True)``); here only numpy arrays and containers
+    can come out of the file.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"pretrained weights not found: {path}")
+    obj = load_pickle(path, what="Caffe2 weights (a dict with 'blobs' of numpy arrays)")
+    blobs = obj.get("blobs") if isinstance(obj, dict) else None
+    if not isinstance(blobs, dict):
+        found = f"a dict with keys {sorted(map(str, obj))[:5]}" if isinstance(obj, dict) else type(obj).__name__
+        raise DataError(f"{path}: expected a Caffe2 checkpoint (a dict with 'blobs'), found {found}")
+    state = {}
+    for name, value in blobs.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # e.g. a plain-int model_iter
+            value = np.asarray(value)
+        if not isinstance(value, (np.ndarray, np.generic)) or not np.issubdtype(np.asarray(value).dtype, np.number):
+            raise DataError(f"{path}: blob {name!r} is {type(value).__name__}, expected a numeric numpy array")
+        state[str(name)] = torch.from_numpy(np.array(value))  # a copy: the tensor owns its memory
+    return state
 
 
 def detect_source(keys: list[str]) -> str:
@@ -125,18 +158,72 @@ def pyslowfast_to_pytorchvideo(key: str, *, multipathway: bool, x3d: bool = Fals
     return f"{where}.{rest}"
 
 
-def _map_keys(state: dict, *, source: str, model: nn.Module, prefix: str) -> tuple[dict, list[str]]:
-    """(model-named state, ignored file keys)."""
+_C2_CONV = {"w": "weight", "b": "bias"}
+_C2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
+# Blobs of the Caffe2 training state and of the classification head, dropped on purpose.
+_C2_DROPPED = re.compile(r"(_momentum$|^lr$|^model_iter$|^(pred|conv_5|lin_5)_)")
+
+
+def _caffe2_module(module: str, bn: bool) -> str | None:
+    """Caffe2 module prefix (blob name minus ``_w`` / ``_bn_s`` ...) -> PySlowFast module name.
+
+    ``t_`` marks the fast pathway (pathway1). Written from the rules of PySlowFast's
+    slowfast/utils/c2_model_loading.py ``get_name_convert_func`` (not copied), one
+    pattern per module kind instead of a chain of rewrites.
+    """
+    m = re.fullmatch(r"(t_)?(res_)?conv1(_xy)?", module)
+    if m:  # stem: conv1 (conv), res_conv1 + _bn (norm); X3D's spatial stem conv is conv1_xy
+        part = "bn" if bn else "conv" + (m.group(3) or "")
+        return f"s1.pathway{int(bool(m.group(1)))}_stem.{part}"
+    m = re.fullmatch(r"t_(pool1|res(\d+)_\d+_branch2c_bn)_subsample", module)
+    if m:  # fast -> slow lateral conv after the stem (pool1) or after stage k's last block
+        return f"s{m.group(2) or 1}_fuse.{'bn' if bn else 'conv_f2s'}"
+    m = re.fullmatch(r"(t_)?res(\d+)_(\d+)_branch(1|2[abc])(_bn_fc[12])?", module)
+    if not m:
+        return None  # e.g. non-local blocks, which stal's backbones do not have
+    where = f"s{m.group(2)}.pathway{int(bool(m.group(1)))}_res{m.group(3)}"
+    if m.group(5):  # X3D squeeze-excitation of branch2b: res2_0_branch2b_bn_fc1_w
+        return None if bn else f"{where}.branch2.se.fc{m.group(5)[-1]}"
+    branch = "branch1" if m.group(4) == "1" else f"branch2.{m.group(4)[1]}"
+    return f"{where}.{branch}_bn" if bn else f"{where}.{branch}"
+
+
+def caffe2_to_pyslowfast(name: str) -> str | None:
+    """Caffe2 blob name -> PySlowFast ``.pyth`` key (None: not a backbone parameter).
+
+    ``res2_0_branch2a_w`` -> ``s2.pathway0_res0.branch2.a.weight``,
+    ``res2_0_branch2a_bn_riv`` -> ``s2.pathway0_res0.branch2.a_bn.running_var``,
+    ``t_res_conv1_bn_s`` -> ``s1.pathway1_stem.bn.weight``,
+    ``t_res3_3_branch2c_bn_subsample_w`` -> ``s3_fuse.conv_f2s.weight``.
+    """
+    m = re.fullmatch(r"(.+?)(?:_bn_(s|b|rm|riv)|_(w|b))", name)
+    if not m:
+        return None
+    module = _caffe2_module(m.group(1), bn=m.group(2) is not None)
+    if module is None:
+        return None
+    return f"{module}.{_C2_BN[m.group(2)] if m.group(2) else _C2_CONV[m.group(3)]}"
+
+
+def _map_keys(state: dict, *, source: str, model: nn.Module, prefix: str) -> tuple[dict, list[str], list[str]]:
+    """(model-named state, ignored file keys (heads, optimizer state), unknown file keys)."""
     if source == "stal":
-        return {k if k.startswith(prefix) else prefix + k: v for k, v in state.items()}, []
+        return {k if k.startswith(prefix) else prefix + k: v for k, v in state.items()}, [], []
     backbone = model.get_submodule(prefix + "backbone")
     multipathway, x3d = hasattr(backbone, "alpha"), type(backbone).__name__ == "X3DBackbone"
     own = backbone.state_dict()
-    mapped, ignored = {}, []
+    mapped, ignored, unknown = {}, [], []
     for key, value in state.items():
-        if source == "pyslowfast":
-            new = pyslowfast_to_pytorchvideo(key, multipathway=multipathway, x3d=x3d)
-            if new is not None and ".norm_b.0." in new and new not in own:
+        if source in ("pyslowfast", "caffe2"):
+            if key.startswith("head.") or (source == "caffe2" and _C2_DROPPED.search(key)):
+                ignored.append(key)
+                continue
+            name = caffe2_to_pyslowfast(key) if source == "caffe2" else key
+            new = name and pyslowfast_to_pytorchvideo(name, multipathway=multipathway, x3d=x3d)
+            if new is None:  # a module stal's backbones lack (non-local blocks ...): reported
+                unknown.append(key)
+                continue
+            if ".norm_b.0." in new and new not in own:
                 new = new.replace(".norm_b.0.", ".norm_b.")  # X3D block without squeeze-excitation
         elif source == "torchvision":
             new = None if key.startswith(("fc.", "classifier.")) else (
@@ -147,7 +234,7 @@ def _map_keys(state: dict, *, source: str, model: nn.Module, prefix: str) -> tup
             ignored.append(key)
         else:
             mapped[f"{prefix}backbone.{new}"] = value
-    return mapped, ignored
+    return mapped, ignored, unknown
 
 
 def _is_pytorchvideo_head(key: str, backbone: nn.Module) -> bool:
@@ -162,7 +249,8 @@ def _is_pytorchvideo_head(key: str, backbone: nn.Module) -> bool:
 def load_pretrained(model: nn.Module, path: str, *, source: str = "auto", strict: bool = True) -> LoadReport:
     """Load ``path`` into ``model`` (an :class:`ActionDetector` or ``MILDetector``) in place.
 
-    source: one of ``SOURCES`` ("auto" guesses from the key names). strict: raise a
+    source: one of ``SOURCES`` ("auto": ``caffe2`` for a ``.pkl`` file, otherwise guessed from the
+    key names). strict: raise a
     :class:`DataError` listing the keys when anything but the file's classification head and
     the model's new layers (action head, VGG16-GAP's conv6) fails to match; False loads what fits. Head tensors whose
     shape differs (another class count) are skipped and reported as mismatched.
@@ -170,12 +258,14 @@ def load_pretrained(model: nn.Module, path: str, *, source: str = "auto", strict
     """
     if source not in SOURCES:
         raise DataError(f"pretrained source must be one of {SOURCES}, got {source!r}")
-    state = _read_state(path)
+    if source == "auto" and path.lower().endswith(".pkl"):
+        source = "caffe2"
+    state = _read_caffe2_blobs(path) if source == "caffe2" else _read_state(path)
     source = detect_source(list(state)) if source == "auto" else source
     prefix = "detector." if hasattr(model, "detector") else ""
-    mapped, ignored = _map_keys(state, source=source, model=model, prefix=prefix)
+    mapped, ignored, unknown = _map_keys(state, source=source, model=model, prefix=prefix)
     own = model.state_dict()
-    report = LoadReport(path=path, source=source, ignored=ignored)
+    report = LoadReport(path=path, source=source, ignored=ignored, unexpected=unknown)
     fits = {}
     for key, value in mapped.items():
         if key not in own:
