@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-import convert_pyslowfast_cfg
-import train_net
-import videos_to_ava
+from stal.cli import convert_pyslowfast_cfg
+from stal.cli import train_net
+from stal.cli import videos_to_ava
 from stal.config import load_cfg
 from stal.config.pyslowfast import convert_pyslowfast
 from stal.errors import ConfigError

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-import train_net
+from stal.cli import train_net
 from stal.config.load import load_cfg
 from stal.data.batch import collate_train
 from stal.data.images import CutMixImageDataset, SourceImage

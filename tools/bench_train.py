@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_guidance import make_batch  # noqa: E402  (sibling tools)
-from model_info import set_roi_kernel  # noqa: E402
+from stal.cli.model_info import set_roi_kernel  # noqa: E402
 
 from stal.engine.distributed import DistContext  # noqa: E402
 from stal.engine.trainer import Trainer  # noqa: E402
