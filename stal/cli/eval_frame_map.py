@@ -28,27 +28,16 @@ import math
 import os
 import sys
 import warnings
-from typing import NoReturn
 
+from stal.cli.common import EXIT_BAD_INPUT, OneLineParser
 from stal.errors import StalError
 from stal.evaluation.act_map import act_evaluate_files
 from stal.evaluation.frame_map import ava_frame_map_files
 from stal.formats.ava import read_labelmap
 from stal.io.atomic import atomic_write_text
 
-EXIT_BAD_INPUT = 2
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one ``error:`` line, like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", choices=["ava", "ucf24", "jhmdb"], default="ava",
                         help="ava: AVA CSVs, official AVA frame-mAP; ucf24/jhmdb: ACT ground-truth pickle "
                              "and a per-frame detection CSV (docs/evaluation.md)")

@@ -26,25 +26,14 @@ import json
 import logging
 import os
 import sys
-from typing import NoReturn
 
+from stal.cli.common import EXIT_BAD_INPUT, OneLineParser
 from stal.errors import StalError
 from stal.evaluation import wsol
 from stal.io.atomic import atomic_write_text
 
-EXIT_BAD_INPUT = 2
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one ``error:`` line, like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meta", required=True, metavar="DIR", help="one split of wsolevaluation's metadata")
     parser.add_argument("--cams", required=True, metavar="CAMS.npz", help="image id -> 2-D score map (np.savez)")
     parser.add_argument("--out", required=True, metavar="OUT.json", help="result JSON (written atomically)")
