@@ -34,13 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads per run")
     p.add_argument("--out", default="output/seeds", help="root of the runs' OUTPUT_DIRs")
     p.add_argument("--summarize-only", action="store_true", help="only read existing metrics.json files")
+    p.add_argument("--keys", nargs="+", default=KEYS, help="metrics.json keys of the table (default: the video demo's)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = p.parse_args(argv)
     runs = plan_runs(args.cfgs, args.seeds, out_root=args.out, opts=args.opts, fresh_data=args.fresh_data)
     codes = [0] if args.summarize_only else execute(
         runs, train=_train_command(), jobs=args.jobs, threads=args.threads)
-    summary = summarize(runs, KEYS)
-    table = markdown_table(summary, KEYS)
+    summary = summarize(runs, args.keys)
+    table = markdown_table(summary, args.keys)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write(table + "\n")

@@ -310,8 +310,8 @@ _C.DEMO.FPS = 8
 
 # ---------------------------------------------------------------------------- image
 # Image tasks as one-frame clips (DATA.NUM_FRAMES 1): TRAIN/TEST.DATASET "image_demo",
-# "cub" or "imagefolder" train with CutMix (SYNTHESIS.MIX_AREA_MIN/MAX) and test WSOL /
-# classification from CAMs (docs/image_tasks.md).
+# "image_partner", "cub" or "imagefolder" train with CutMix (SYNTHESIS.MIX_AREA_MIN/MAX) and
+# test WSOL / classification from CAMs (docs/image_tasks.md).
 _C.IMAGE = CfgNode()
 # CUB-200-2011 root (cub), or a folder holding train/<class>/* and val/<class>/* (imagefolder).
 _C.IMAGE.ROOT = ""
@@ -333,6 +333,11 @@ _C.IMAGE.DEMO_SCENES_PER_CLASS = 32
 _C.IMAGE.DEMO_VAL_IMAGES = 200
 # Image demo: images of the test split (held-out scene crops, scene independent of the class).
 _C.IMAGE.DEMO_TEST_IMAGES = 400
+# TRAIN.DATASET image_partner (the partner-scene CutMix benchmark, issue 18): probability rho
+# that the partner's photo (the pasted rectangle, which never covers the target object) is the
+# photo of the *target's* class, else uniform; the target's own photo is always uniform, and
+# SYNTHESIS.SCENE_BIAS is not used. 0: the unbiased control.
+_C.IMAGE.PARTNER_SCENE_BIAS = 0.9
 
 # ------------------------------------------------------------------------------ ava
 # Paths and conventions of a prepared AVA dataset (PySlowFast names).

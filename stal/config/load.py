@@ -183,6 +183,7 @@ def validate_cfg(cfg: CfgNode) -> None:
         raise ConfigError(f"IMAGE.CAM_CURVE_INTERVAL must be in (0, 1), got {cfg.IMAGE.CAM_CURVE_INTERVAL}")
     if not 0.0 <= cfg.SYNTHESIS.SCENE_BIAS <= 1.0:
         raise ConfigError(f"SYNTHESIS.SCENE_BIAS must be in [0, 1], got {cfg.SYNTHESIS.SCENE_BIAS}")
+    _validate_partner(cfg)
     if not 1 <= cfg.SYNTHESIS.ACTORS_MIN <= cfg.SYNTHESIS.ACTORS_MAX:
         raise ConfigError("need 1 <= SYNTHESIS.ACTORS_MIN <= SYNTHESIS.ACTORS_MAX, got "
                           f"{cfg.SYNTHESIS.ACTORS_MIN} and {cfg.SYNTHESIS.ACTORS_MAX}")
@@ -197,6 +198,18 @@ def validate_cfg(cfg: CfgNode) -> None:
     _validate_steps(cfg)
     if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3:
         raise ConfigError("DATA.MEAN and DATA.STD must have 3 values (RGB)")
+
+
+def _validate_partner(cfg: CfgNode) -> None:
+    """TRAIN.DATASET image_partner: rho in [0, 1]; a rectangle beside an object up to about half the
+    image wide has at most half the image (a larger MIX_AREA_MAX would redraw targets forever)."""
+    if not 0.0 <= cfg.IMAGE.PARTNER_SCENE_BIAS <= 1.0:
+        raise ConfigError(f"IMAGE.PARTNER_SCENE_BIAS must be in [0, 1], got {cfg.IMAGE.PARTNER_SCENE_BIAS}")
+    s = cfg.SYNTHESIS
+    if cfg.TRAIN.DATASET == "image_partner" and not 0.0 < s.MIX_AREA_MIN <= s.MIX_AREA_MAX <= 0.5:
+        raise ConfigError("TRAIN.DATASET image_partner needs 0 < SYNTHESIS.MIX_AREA_MIN <= SYNTHESIS.MIX_AREA_MAX "
+                          f"<= 0.5 (the rectangle lies beside the target object), got {s.MIX_AREA_MIN} and "
+                          f"{s.MIX_AREA_MAX}")
 
 
 def _validate_union_region(cfg: CfgNode) -> None:

@@ -61,11 +61,13 @@ def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, counterfact
 
 
 def image_demo_path(cfg: CfgNode) -> str:
-    """The image demo file of DEMO.SEED (generated on first use, see stal.demo.images)."""
+    """The image demo file of DEMO.SEED (generated on first use, see stal.demo.images). The
+    partner-scene benchmark's file draws its val split like the test split (held-out crops)."""
     i = cfg.IMAGE
+    partner = "image_partner" in (cfg.TRAIN.DATASET, cfg.TEST.DATASET)
     return ensure_image_demo(root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE,
                              num_classes=cfg.MODEL.NUM_CLASSES, scenes_per_class=i.DEMO_SCENES_PER_CLASS,
-                             val_images=i.DEMO_VAL_IMAGES, test_images=i.DEMO_TEST_IMAGES)
+                             val_images=i.DEMO_VAL_IMAGES, test_images=i.DEMO_TEST_IMAGES, held_out_val=partner)
 
 
 # --- synthesis from banks -----------------------------------------------------------------
@@ -216,11 +218,11 @@ def _ava_dataset(cfg: CfgNode, csv_names: list[str], *, with_labels: bool, score
 # --- image tasks (one-frame clips) --------------------------------------------------------
 
 def _image_train_source(cfg: CfgNode):
-    """The labelled images of TRAIN.DATASET image_demo / cub / imagefolder."""
+    """The labelled images of TRAIN.DATASET image_demo / image_partner / cub / imagefolder."""
     name, size = cfg.TRAIN.DATASET, cfg.DATA.CROP_SIZE
-    if name == "image_demo":
+    if name in ("image_demo", "image_partner"):  # partner: the targets' own photos are uniform
         return images.DemoImageSource(scenes=load_image_demo(image_demo_path(cfg))["train_scenes"],
-                                      scene_bias=cfg.SYNTHESIS.SCENE_BIAS)
+                                      scene_bias=cfg.SYNTHESIS.SCENE_BIAS if name == "image_demo" else 0.0)
     if name == "cub":
         classes, items = read_cub(cfg.IMAGE.ROOT)
         train = [im for im in items if im.is_train]
@@ -233,15 +235,20 @@ def _image_train_source(cfg: CfgNode):
 
 
 def build_image_train_dataset(cfg: CfgNode):
-    """CutMix training items over the TRAIN.DATASET images (layout of stal.data.images)."""
-    source = _image_train_source(cfg)
+    """CutMix training items over the TRAIN.DATASET images (layout of stal.data.images);
+    image_partner: the partner-scene pairs (stal.data.images.PartnerScenePairs)."""
+    source, s = _image_train_source(cfg), cfg.SYNTHESIS
     if source.num_classes != cfg.MODEL.NUM_CLASSES:
         raise DataError(f"{cfg.TRAIN.DATASET} has {source.num_classes} classes but MODEL.NUM_CLASSES is "
                         f"{cfg.MODEL.NUM_CLASSES}")
+    pairs = None
+    if cfg.TRAIN.DATASET == "image_partner":
+        pairs = images.PartnerScenePairs(source=source, partner_bias=cfg.IMAGE.PARTNER_SCENE_BIAS,
+                                         area_min=s.MIX_AREA_MIN, area_max=s.MIX_AREA_MAX)
     return images.CutMixImageDataset(
-        source=source, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH, seed=cfg.RNG_SEED, mix_prob=cfg.IMAGE.MIX_PROB,
-        area_min=cfg.SYNTHESIS.MIX_AREA_MIN, area_max=cfg.SYNTHESIS.MIX_AREA_MAX, provenance=cfg.IMAGE.PROVENANCE,
-        counterfactual=counterfactual_enabled(cfg), mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+        source=source, length=s.CLIPS_PER_EPOCH, seed=cfg.RNG_SEED, mix_prob=cfg.IMAGE.MIX_PROB,
+        area_min=s.MIX_AREA_MIN, area_max=s.MIX_AREA_MAX, provenance=cfg.IMAGE.PROVENANCE,
+        counterfactual=counterfactual_enabled(cfg), mean=cfg.DATA.MEAN, std=cfg.DATA.STD, pairs=pairs)
 
 
 def _image_demo_eval(cfg: CfgNode) -> dict:
@@ -336,6 +343,7 @@ TRAIN_DATASETS: dict[str, Callable[[CfgNode], object]] = {
     "jhmdb": lambda cfg: _act_dataset(cfg, "jhmdb", train=True),
     "synthesis": _synthesis_train,
     "image_demo": build_image_train_dataset,
+    "image_partner": build_image_train_dataset,
     "cub": build_image_train_dataset,
     "imagefolder": build_image_train_dataset,
 }
@@ -344,7 +352,8 @@ FRAME_MAP_TEST_DATASETS: dict[str, Callable[[CfgNode], dict]] = {
     "demo": _demo_test, "ava": _ava_test, "ucf24": _act_test, "jhmdb": _act_test}
 # TEST.DATASET -> {metric prefix: WsolEvalDataset} (image tasks: CAM localization metrics).
 IMAGE_TEST_DATASETS: dict[str, Callable[[CfgNode], dict]] = {
-    "image_demo": _image_demo_eval, "cub": _cub_eval, "imagefolder": _image_folder_eval}
+    "image_demo": _image_demo_eval, "image_partner": _image_demo_eval, "cub": _cub_eval,
+    "imagefolder": _image_folder_eval}
 TEST_DATASETS = {**FRAME_MAP_TEST_DATASETS, **IMAGE_TEST_DATASETS}
 # TRAIN/TEST.DATASET values of the image tasks (one-frame clips, CutMix, CAM evaluation).
 IMAGE_DATASETS = tuple(IMAGE_TEST_DATASETS)
@@ -363,6 +372,6 @@ def build_test_split(cfg: CfgNode) -> dict:
 
 
 def build_image_eval_splits(cfg: CfgNode) -> dict:
-    """{metric prefix: WsolEvalDataset}: the image demo's "val_" and "" (test) splits, CUB's test
+    """{metric prefix: WsolEvalDataset}: the image demos' "val_" and "" (test) splits, CUB's test
     images, or an image folder's val/ (classification only: no boxes)."""
     return IMAGE_TEST_DATASETS[cfg.TEST.DATASET](cfg)

@@ -14,6 +14,11 @@ is exactly CutMix's ``lam CE(y_1) + (1 - lam) CE(y_2)``. ``source_masks`` (2, 1,
 An unmixed image (probability 1 - mix_prob) has two identical rows with lam = 1/2.
 With ``counterfactual``, ``clip_cf`` is the same mix of the same objects rendered over
 backgrounds of other scenes (only sources with :meth:`rerender`, i.e. the image demo).
+
+The partner-scene benchmark (:class:`PartnerScenePairs`, issue 18) replaces the two
+independent draws and the CutMix rectangle: the rectangle never covers the target's object
+and the partner's photo goes with the *target's* class, so the only label cue outside the
+target object lies in the other source -- the regime of the paper's CutMix WSOL.
 """
 
 from __future__ import annotations
@@ -26,13 +31,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stal.demo.images import ObjectDraw, draw_object, load_image_demo, render_object
+from stal.demo.images import ObjectDraw, draw_object, load_image_demo, mask_box, render_object
 from stal.data.batch import normalize_clip
 from stal.errors import ConfigError, DataError
 from stal.io.images import IMAGE_EXTENSIONS, read_image
-from stal.structures import Sample
+from stal.structures import Provenance, Sample
 from stal.synthesis.mixing import CutMix
-
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,13 @@ class DemoImageSource:
     def draw(self, rng: np.random.Generator) -> SourceImage:
         label = int(rng.integers(0, self.num_classes))
         scene = label if rng.uniform() < self.scene_bias else int(rng.integers(0, self.num_classes))
-        obj = draw_object(rng, label=label, size=self.size)
+        return self.render(rng, label=label, scene=scene)
+
+    def render(self, rng: np.random.Generator, *, label: int, scene: int,
+               within: tuple[int, int, int, int] | None = None) -> SourceImage:
+        """A fresh object of class ``label`` over a crop of photo ``scene`` (``within``: see
+        :func:`stal.demo.images.draw_object`)."""
+        obj = draw_object(rng, label=label, size=self.size, within=within)
         return SourceImage(image=render_object(self._background(rng, scene), obj), label=label,
                            object_mask=obj.mask, redraw=lambda r: self._other_scene(r, obj, scene))
 
@@ -97,6 +107,79 @@ class FileImageSource:
         return SourceImage(image=image, label=self.labels[i])
 
 
+def rect_beside(rng: np.random.Generator, box: np.ndarray, *, size: int, area_min: float,
+                area_max: float) -> tuple[int, int, int, int] | None:
+    """A rectangle ``(y0, y1, x0, x1)`` (half-open pixels) of ``area_min..area_max`` of the
+    ``size`` x ``size`` image that does not meet ``box`` (``x0, y0, x1, y1``, inclusive corners).
+
+    A rectangle disjoint from a box lies wholly left of, right of, above or below it, so it is
+    drawn inside one of those four strips, chosen uniformly among those with room for the drawn
+    area (height uniform over what the strip allows, width rounded up: never below the area;
+    at most one row or column above it). None when no strip has room.
+    """
+    bx0, by0, bx1, by1 = (int(v) for v in box)
+    area = rng.uniform(area_min, area_max) * size * size
+    strips = [(0, size, 0, bx0), (0, size, bx1 + 1, size), (0, by0, 0, size), (by1 + 1, size, 0, size)]
+    fits = [s for s in strips if (s[1] - s[0]) * (s[3] - s[2]) >= area]
+    if not fits:
+        return None
+    sy0, sy1, sx0, sx1 = fits[int(rng.integers(0, len(fits)))]
+    sh, sw = sy1 - sy0, sx1 - sx0
+    h = int(rng.integers(int(np.ceil(area / sw)), sh + 1))
+    w = int(np.ceil(area / h))  # <= sw, since area / h <= area / ceil(area / sw) <= sw
+    y0, x0 = sy0 + int(rng.integers(0, sh - h + 1)), sx0 + int(rng.integers(0, sw - w + 1))
+    return y0, y0 + h, x0, x0 + w
+
+
+class PartnerScenePairs:
+    """(target, partner, rectangle) draws of the partner-scene CutMix benchmark (issue 18).
+
+    The target is ``source``'s draw (the image demo with ``scene_bias`` 0: a uniform class on a
+    uniformly drawn photo); the CutMix rectangle covers ``area_min..area_max`` of the image
+    beside the target's object box (:func:`rect_beside`; the target is redrawn when no side has
+    room, which moves targets towards the borders for large areas). The partner is an object of
+    a uniform class, centred in the rectangle, on the photo of the **target's** class with
+    probability ``partner_bias`` (rho), else on a uniform photo. Neither source carries a scene
+    bias of its own; the only label cue outside the target object is the partner's pixels.
+    Call: ``pairs(rng) -> (target, partner, [0, 1, y0, y1, x0, x1])`` (CutMix's ``cuboid_tyx``).
+    """
+
+    def __init__(self, *, source: DemoImageSource, partner_bias: float, area_min: float, area_max: float,
+                 max_tries: int = 100):
+        if not 0.0 <= partner_bias <= 1.0:
+            raise ConfigError(f"the partner scene bias must be in [0, 1], got {partner_bias}")
+        self.source, self.partner_bias, self.max_tries = source, partner_bias, max_tries
+        self.area_min, self.area_max, self.num_classes = area_min, area_max, source.num_classes
+
+    def __call__(self, rng: np.random.Generator) -> tuple[SourceImage, SourceImage, list[int]]:
+        for _ in range(self.max_tries):
+            target = self.source.draw(rng)
+            rect = rect_beside(rng, mask_box(target.object_mask), size=self.source.size,
+                               area_min=self.area_min, area_max=self.area_max)
+            if rect is not None:
+                break
+        else:
+            raise DataError(f"no CutMix rectangle of {self.area_min:g}..{self.area_max:g} of the image fits beside "
+                            f"the target object in {self.max_tries} draws; lower SYNTHESIS.MIX_AREA_MAX")
+        k = self.num_classes
+        scene = target.label if rng.uniform() < self.partner_bias else int(rng.integers(0, k))
+        partner = self.source.render(rng, label=int(rng.integers(0, k)), scene=scene, within=rect)
+        return target, partner, [0, 1, *rect]
+
+
+def _mixed_in_rect(first: SourceImage, second: SourceImage, tyx: list[int]) -> Sample:
+    """``second`` pasted into ``first`` over ``tyx``, as the CutMix mixer's one-frame Sample
+    (``clip`` uint8 (1, H, W, 3), region provenance: alpha (2, 1, H, W), ``info["cuboid_tyx"]``)."""
+    clip = _paste_rect(first.image[None], second.image[None], tyx)
+    t0, t1, y0, y1, x0, x1 = tyx
+    taken = np.zeros(clip.shape[:3], bool)
+    taken[t0:t1, y0:y1, x0:x1] = True
+    provenance = Provenance(ids=np.where(taken, 2, 1).astype(np.int16),
+                            alpha=np.stack([~taken, taken]).astype(np.float32))
+    return Sample(clip=clip, boxes=np.zeros((2, 1, 4), np.float32), labels=np.array([first.label, second.label]),
+                  keyframe=0, provenance=provenance, info={"cuboid_tyx": list(tyx)})
+
+
 def _as_sample(src: SourceImage) -> Sample:
     """A one-frame Sample (clip uint8 (1, H, W, 3)) for the mixer; boxes are not used by CutMix."""
     clip = src.image[None]
@@ -115,16 +198,19 @@ class CutMixImageDataset(Dataset):
 
     Item ``i`` of epoch ``e`` draws from ``default_rng([seed, e, i])`` (and ``[seed, e, i, 1]``
     for the counterfactual backgrounds, so the items are the same with or without them).
+    ``pairs`` (e.g. :class:`PartnerScenePairs`): ``pairs(rng) -> (first, second, cuboid_tyx)``
+    replaces the two independent ``source`` draws and CutMix's own rectangle.
     """
 
     def __init__(self, *, source: ImageSource, length: int, seed: int, mix_prob: float, area_min: float,
                  area_max: float, provenance: str, counterfactual: bool, mean: Sequence[float],
-                 std: Sequence[float]):
+                 std: Sequence[float],
+                 pairs: Callable[[np.random.Generator], tuple[SourceImage, SourceImage, list[int]]] | None = None):
         if provenance not in ("region", "object"):
             raise ConfigError(f"image provenance must be 'region' or 'object', got {provenance!r}")
         self.source, self.length, self.seed, self.epoch = source, length, seed, 0
         self.mix_prob, self.mixer = mix_prob, CutMix(area_min=area_min, area_max=area_max)
-        self.provenance, self.counterfactual = provenance, counterfactual
+        self.provenance, self.counterfactual, self.pairs = provenance, counterfactual, pairs
         self.mean, self.std = list(mean), list(std)
 
     def set_epoch(self, epoch: int) -> None:
@@ -136,10 +222,15 @@ class CutMixImageDataset(Dataset):
     def mixed(self, index: int) -> tuple[Sample, list[SourceImage]]:
         """(the mixed one-frame Sample with region provenance, its two sources)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        first, second = self.source.draw(rng), self.source.draw(rng)
+        if self.pairs is None:
+            first, second = self.source.draw(rng), self.source.draw(rng)
+            mix = lambda a, b: self.mixer(rng, _as_sample(a), _as_sample(b))  # noqa: E731
+        else:
+            first, second, tyx = self.pairs(rng)
+            mix = lambda a, b: _mixed_in_rect(a, b, tyx)  # noqa: E731
         if rng.uniform() >= self.mix_prob:  # unmixed: the mixer still runs, so the draws stay aligned
-            return self.mixer(rng, _as_sample(first), _as_sample(first)), [first, first]
-        return self.mixer(rng, _as_sample(first), _as_sample(second)), [first, second]
+            return mix(first, first), [first, first]
+        return mix(first, second), [first, second]
 
     def __getitem__(self, index: int) -> dict:
         sample, sources = self.mixed(index)

@@ -5,15 +5,19 @@ size, position and rotation are random. Backgrounds are crops of the photos that
 scikit-image (``skimage.data``), one photo per "scene". In training, class k's objects sit
 on scene k (``scene_bias`` 1.0: a perfect shortcut); in the validation and test splits the
 scene is drawn independently of the class, so a model that reads the scene fails there and
-its CAM lights up the background instead of the object.
+its CAM lights up the background instead of the object. The partner-scene benchmark
+(``held_out_val``, :class:`stal.data.images.PartnerScenePairs`) keeps the same test split and
+draws its validation split like the test split, over a third set of crops.
 
 Files: ``ensure_image_demo`` writes ``<root>/image_demo_v<version>_seed<S>_<size>px_<K>c_...npz``
 atomically (temporary file + ``os.replace``) on first use and reuses it afterwards:
-``train_scenes`` / ``test_scenes`` uint8 (K, N, H, W, 3) (disjoint crop draws) and, for
-``val`` (training scene crops, new objects) and ``test`` (held-out scene crops),
-``<split>_images`` uint8 (N, H, W, 3), ``<split>_boxes`` int64 (N, 4) ``x0, y0, x1, y1``
-pixels with inclusive corners (the wsolevaluation convention), ``<split>_labels`` int64 (N,),
-``<split>_scenes`` int64 (N,). Training images are rendered on the fly (:func:`render_object`).
+``train_scenes`` uint8 (K, N, H, W, 3), the training crops, and, for ``val`` (new objects over
+the training crops; with ``held_out_val`` over a third, disjoint crop draw, like the test split)
+and ``test`` (over held-out crops, drawn after the training crops), ``<split>_images`` uint8
+(N, H, W, 3), ``<split>_boxes`` int64 (N, 4) ``x0, y0, x1, y1`` pixels with inclusive corners
+(the wsolevaluation convention), ``<split>_labels`` int64 (N,), ``<split>_scenes`` int64 (N,)
+(the photo index of each image; the held-out crops themselves are not stored). Training
+images are rendered on the fly (:func:`render_object`).
 """
 
 from __future__ import annotations
@@ -79,10 +83,17 @@ class ObjectDraw:
     mask: np.ndarray
 
 
-def draw_object(rng: np.random.Generator, *, label: int, size: int) -> ObjectDraw:
-    """A random object of class ``label`` (shape SHAPES[label]), 30-50 % of the image wide, fully inside."""
+def draw_object(rng: np.random.Generator, *, label: int, size: int,
+                within: tuple[int, int, int, int] | None = None) -> ObjectDraw:
+    """A random object of class ``label`` (shape SHAPES[label]), 30-50 % of the image wide, fully inside;
+    ``within`` ``(y0, y1, x0, x1)`` (half-open pixels): centre uniform in that rectangle instead, the
+    object may then extend past it and is clipped at the image border (a CutMix partner's object)."""
     radius = size * rng.uniform(0.15, 0.25)
-    cx, cy = rng.uniform(radius, size - radius, size=2)
+    if within is None:
+        cx, cy = rng.uniform(radius, size - radius, size=2)
+    else:
+        y0, y1, x0, x1 = within
+        cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
     mask = shape_mask(SHAPES[label], size=size, cx=cx, cy=cy, radius=radius, angle=rng.uniform(-0.4, 0.4))
     colour = rng.uniform(0, 255, size=3)
     colour[int(rng.integers(0, 3))] = rng.choice([20.0, 235.0])  # saturated: visible on most photos
@@ -126,8 +137,12 @@ def _render_split(rng: np.random.Generator, scenes: np.ndarray, *, count: int, s
 
 
 def generate_image_demo(*, seed: int, size: int, num_classes: int, scenes_per_class: int,
-                        val_images: int, test_images: int) -> dict:
-    """All arrays of the demo file (see the module docstring), deterministic in ``seed``."""
+                        val_images: int, test_images: int, held_out_val: bool = False) -> dict:
+    """All arrays of the demo file (see the module docstring), deterministic in ``seed``.
+
+    ``held_out_val``: the val split is drawn like the test split (over its own crops, drawn after
+    the training and test crops, so those are the same arrays as without it).
+    """
     if not 2 <= num_classes <= MAX_CLASSES:
         raise DataError(f"the image demo has 2..{MAX_CLASSES} classes, got {num_classes}")
     photos = _photos(num_classes)
@@ -135,22 +150,25 @@ def generate_image_demo(*, seed: int, size: int, num_classes: int, scenes_per_cl
     train = np.stack([scene_crops(rng, p, count=scenes_per_class, size=size) for p in photos])
     test = np.stack([scene_crops(rng, p, count=scenes_per_class, size=size) for p in photos])
     out = {"train_scenes": train, "test_scenes": test}
-    for split, scenes, count, stream in (("val", train, val_images, 2), ("test", test, test_images, 3)):
+    val = train
+    if held_out_val:  # not stored: only the rendered val images are
+        val = np.stack([scene_crops(rng, p, count=scenes_per_class, size=size) for p in photos])
+    for split, scenes, count, stream in (("val", val, val_images, 2), ("test", test, test_images, 3)):
         out.update({f"{split}_{k}": v for k, v in
                     _render_split(np.random.default_rng([seed, stream]), scenes, count=count, size=size).items()})
     return out
 
 
 def ensure_image_demo(*, root: str, seed: int, size: int, num_classes: int, scenes_per_class: int = 32,
-                      val_images: int = 200, test_images: int = 400) -> str:
+                      val_images: int = 200, test_images: int = 400, held_out_val: bool = False) -> str:
     """Path of the demo file for these settings, generating it atomically on first use."""
     name = (f"image_demo_v{FORMAT_VERSION}_seed{seed}_{size}px_{num_classes}c_{scenes_per_class}s_"
-            f"{val_images}v_{test_images}t.npz")
+            f"{val_images}v_{test_images}t{'_heldoutval' if held_out_val else ''}.npz")
     path = os.path.join(root, name)
     if os.path.isfile(path):
         return path
     arrays = generate_image_demo(seed=seed, size=size, num_classes=num_classes, scenes_per_class=scenes_per_class,
-                                 val_images=val_images, test_images=test_images)
+                                 val_images=val_images, test_images=test_images, held_out_val=held_out_val)
     os.makedirs(root, exist_ok=True)
     with atomic_open(path, "wb") as f:  # readers never see a partial file; concurrent writers write the same bytes
         np.savez(f, **arrays)
