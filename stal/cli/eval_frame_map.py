@@ -29,8 +29,7 @@ import os
 import sys
 import warnings
 
-from stal.cli.common import EXIT_BAD_INPUT, OneLineParser
-from stal.errors import StalError
+from stal.cli.common import OneLineParser, run_reporting_errors
 from stal.evaluation.act_map import act_evaluate_files
 from stal.evaluation.frame_map import ava_frame_map_files
 from stal.formats.ava import read_labelmap
@@ -184,30 +183,25 @@ def evaluate_act(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_reporting_errors(lambda: _evaluate_and_write(args), out=args.out)
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result, names = (evaluate_ava if args.format == "ava" else evaluate_act)(args)
-        for warning in caught:
-            print(f"warning: {warning.message}", file=sys.stderr)
-        print(format_table(result, names, args.iou))
-        counts = {k: v for k, v in result.get("counts", {}).items() if v}
-        if counts:
-            print("rows left out or noted: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        # Strict JSON has no NaN: no ground truth at all -> null, like a class without any.
-        payload = _nan_to_none(result)
-        payload["iou_threshold"] = args.iou
 
-        atomic_write_text(args.out, json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    except (StalError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as exc:  # e.g. the output directory does not exist
-        print(f"error: {exc.filename or args.out}: {exc.strerror}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"-> {args.out}")
-    return 0
+def _evaluate_and_write(args: argparse.Namespace) -> None:
+    """Evaluate, print the table and the counts, write the JSON (bad input raises)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, names = (evaluate_ava if args.format == "ava" else evaluate_act)(args)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    print(format_table(result, names, args.iou))
+    counts = {k: v for k, v in result.get("counts", {}).items() if v}
+    if counts:
+        print("rows left out or noted: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    # Strict JSON has no NaN: no ground truth at all -> null, like a class without any.
+    payload = _nan_to_none(result)
+    payload["iou_threshold"] = args.iou
+
+    atomic_write_text(args.out, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ import logging
 import os
 import sys
 
-from stal.cli.common import EXIT_BAD_INPUT, OneLineParser
-from stal.errors import StalError
+from stal.cli.common import OneLineParser, run_reporting_errors
 from stal.evaluation import wsol
 from stal.io.atomic import atomic_write_text
 
@@ -72,29 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # progress lines (stal/progress.py) go to stderr where no terminal shows a bar
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    return run_reporting_errors(lambda: _evaluate_and_write(args), out=args.out)
 
-    try:
-        meta = wsol.read_metadata(args.meta, masks=args.mask_root is not None)
-        result = wsol.evaluate_cams(meta=meta, cams=wsol.open_cams(args.cams), cams_path=args.cams,
-                                    cam_curve_interval=args.cam_curve_interval, iou_thresholds=tuple(args.iou),
-                                    mask_root=args.mask_root, resize_length=args.resize_length)
-        for name, why in result["approximate"].items():
-            print(f"warning: {why}", file=sys.stderr)
-        counts = {k: v for k, v in result["counts"].items() if v}
-        if counts:
-            print("warning: lines or maps of ids not in image_ids.txt, left out: "
-                  + ", ".join(f"{k}={v}" for k, v in counts.items()), file=sys.stderr)
-        print(format_summary(result))
-        result["iou_thresholds"] = list(args.iou)
-        atomic_write_text(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
-    except (StalError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as exc:
-        print(f"error: {exc.filename or args.out}: {exc.strerror}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"-> {args.out}")
-    return 0
+
+def _evaluate_and_write(args: argparse.Namespace) -> None:
+    """Score the CAMs, print the summary and warnings, write the JSON (bad input raises)."""
+    meta = wsol.read_metadata(args.meta, masks=args.mask_root is not None)
+    result = wsol.evaluate_cams(meta=meta, cams=wsol.open_cams(args.cams), cams_path=args.cams,
+                                cam_curve_interval=args.cam_curve_interval, iou_thresholds=tuple(args.iou),
+                                mask_root=args.mask_root, resize_length=args.resize_length)
+    for name, why in result["approximate"].items():
+        print(f"warning: {why}", file=sys.stderr)
+    counts = {k: v for k, v in result["counts"].items() if v}
+    if counts:
+        print("warning: lines or maps of ids not in image_ids.txt, left out: "
+              + ", ".join(f"{k}={v}" for k, v in counts.items()), file=sys.stderr)
+    print(format_summary(result))
+    result["iou_thresholds"] = list(args.iou)
+    atomic_write_text(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":
