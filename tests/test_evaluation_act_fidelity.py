@@ -276,6 +276,11 @@ def test_cli_options(tmp_path: Path) -> None:
     assert result["per_class_video_AP"]["0.5"]["0"] == 0.0 and result["linking"] == "moc"
     proc = _cli(*base, "--frame-nms", "1.5")
     assert proc.returncode == 2 and "--frame-nms must be 'none' or an IoU in [0, 1], got '1.5'" in proc.stderr
+    (tmp_path / "testlist.txt").write_text("a/00001.txt\n")
+    proc = _cli(*base[:-1], str(tmp_path / "testlist.txt"), "--protocol", "yowo", "--testlist",
+                str(tmp_path / "testlist.txt"))
+    assert proc.returncode == 2 and "is the --testlist file" in proc.stderr  # the JSON would replace it
+    assert (tmp_path / "testlist.txt").read_text() == "a/00001.txt\n"
 
 
 def test_per_frame_nms_equals_torchvision_with_the_plus_one_shift() -> None:

@@ -35,6 +35,7 @@ from stal.evaluation.frame_map import ava_frame_map_files
 from stal.formats.ava import read_labelmap
 from stal.io.atomic import atomic_write_text
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", choices=["ava", "ucf24", "jhmdb"], default="ava",
@@ -122,7 +123,7 @@ def _check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Before any work: --out must not be one of the inputs (the JSON would replace it), and its
     folder must exist and be writable (else the error would come after the evaluation)."""
     out = os.path.realpath(args.out)
-    for flag in ("gt", "det", "labelmap", "excluded"):
+    for flag in ("gt", "det", "labelmap", "excluded", "testlist"):
         path = getattr(args, flag)
         if path is not None and (os.path.realpath(path) == out or (os.path.exists(out) and os.path.exists(path)
                                                                    and os.path.samefile(path, out))):

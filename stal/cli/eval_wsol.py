@@ -31,6 +31,7 @@ from stal.cli.common import OneLineParser, run_reporting_errors
 from stal.evaluation import wsol
 from stal.io.atomic import atomic_write_text
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--meta", required=True, metavar="DIR", help="one split of wsolevaluation's metadata")
