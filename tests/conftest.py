@@ -19,9 +19,9 @@ def repo_root() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
-    """A tiny demo dataset (bank + AVA-format test split) and the arguments that made it."""
+    """A tiny demo dataset (the AVA-format evaluation splits) and the arguments that made it."""
     from stal.demo.video import ensure_demo_data
 
     kwargs = dict(root=str(tmp_path_factory.mktemp("demo")), seed=3, size=48, tubes_per_class=2,
-                  backgrounds_per_scene=1, test_videos=3, test_keyframes=2, fps=8, max_actors=2)
+                  test_videos=3, test_keyframes=2, fps=8, max_actors=2)
     return ensure_demo_data(**kwargs), kwargs

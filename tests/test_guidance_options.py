@@ -419,9 +419,9 @@ def test_held_out_diagnostics_use_unbiased_clips_and_the_logit(repo_root, instan
     torch.manual_seed(0)
     model = builders.build_model(cfg)
     out = evaluate._held_out_synthetic(cfg, model, None)
-    held_out = data_build.build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.TEST.NUM_ENERGY_CLIPS)
+    held_out = data_build.build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.TEST.NUM_ENERGY_CLIPS,
+                                                  scene_bias=0.0)
     held_out.set_epoch(evaluate.HELD_OUT_EPOCH)
-    held_out.scene_bias = 0.0
     ref = evaluate.evaluate_synthetic(model, held_out, batch_size=cfg.TEST.BATCH_SIZE, loss_func="softmax",
                                       score="logit")
     assert out["off_target_energy_unbiased_logit"] == ref["off_target_energy"]

@@ -402,13 +402,14 @@ def test_fd_matches_exact_on_silu_x3d_with_batchnorm():
 
 
 # ------------------------------------------------------------------- data and config
-def test_synthetic_batch_has_per_roi_source_masks(tiny_demo):
+def test_synthetic_batch_has_per_roi_source_masks(tmp_path):
+    from stal.config.load import load_cfg
     from stal.data.batch import collate_train
-    from stal.data.synthesized import DemoSynthesisDataset
+    from stal.data.build import build_synthesis_dataset
 
-    paths, kwargs = tiny_demo
-    data = DemoSynthesisDataset(bank_path=paths.bank, length=4, seed=0, num_frames=4, actors_min=2, actors_max=2,
-                                scene_bias=0.5, mean=[0.5] * 3, std=[0.25] * 3)
+    cfg = load_cfg("configs/demo_baseline.yaml", ["DEMO.ROOT", str(tmp_path), "DATA.NUM_FRAMES", "4", "DATA.CROP_SIZE", "48",
+                                                  "SYNTHESIS.ACTORS_MIN", "2", "SYNTHESIS.SCENE_BIAS", "0.5"])
+    data = build_synthesis_dataset(cfg, seed=0, length=4)
     batch = collate_train([data[i] for i in range(4)])
     assert batch["source_masks"].shape == (len(batch["labels"]),) + batch["mask"].shape[1:]
     for r, b in enumerate(batch["rois"][:, 0].long().tolist()):
@@ -498,7 +499,7 @@ def test_ava_items_have_box_source_masks(tiny_demo):
     from stal.data.batch import collate_train
 
     paths, kwargs = tiny_demo
-    data = AvaKeyframeDataset(frame_dir=paths.frames, table=read_ava_csv(paths.gt_csv), fps=kwargs["fps"],
+    data = AvaKeyframeDataset(frame_dir=paths.test.frames, table=read_ava_csv(paths.test.gt_csv), fps=kwargs["fps"],
                               num_frames=4, sampling_rate=1, crop_size=kwargs["size"], mean=[0.5] * 3,
                               std=[0.25] * 3, num_classes=4)
     items = [data[i] for i in range(2)]

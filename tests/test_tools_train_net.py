@@ -53,7 +53,7 @@ def test_instant_end_to_end_then_test_net(repo_root, tmp_path):
     assert tested["checkpoint"].endswith("checkpoint_epoch_00002.pyth")
     assert tested["frame_mAP"] == pytest.approx(metrics["frame_mAP"], abs=1e-9)
     paths = demo_data(load_cfg(cfg, _opts(tmp_path, "full")))
-    again = ava_frame_map_files(paths.gt_csv, str(out / "test" / "detections.csv"), paths.labelmap)
+    again = ava_frame_map_files(paths.test.gt_csv, str(out / "test" / "detections.csv"), paths.test.labelmap)
     assert again["frame_mAP"] == pytest.approx(tested["frame_mAP"], abs=1e-6)
     best_path = str(out / "checkpoints" / "checkpoint_best.pyth")
     assert test_net.main(["--cfg", cfg, "TEST.CHECKPOINT_FILE_PATH", best_path] + _opts(tmp_path, "full")) == 0
@@ -106,9 +106,9 @@ def test_ava_format_dataset_trains_and_evaluates(repo_root, tmp_path, tiny_demo)
     cfg = os.path.join(repo_root, "configs", "instant.yaml")
     opts = ["OUTPUT_DIR", str(tmp_path / "ava"), "TRAIN.DATASET", "ava", "TEST.DATASET", "ava",
             "MODEL.LOSS_FUNC", "bce", "DATA.CROP_SIZE", str(kwargs["size"]),
-            "AVA.FRAME_DIR", paths.frames, "AVA.ANNOTATION_DIR", paths.annotations,
+            "AVA.FRAME_DIR", paths.test.frames, "AVA.ANNOTATION_DIR", paths.test.annotations,
             "AVA.TRAIN_GT_BOX_LISTS", "['demo_test_gt.csv']", "AVA.GROUNDTRUTH_FILE", "demo_test_gt.csv",
-            "AVA.TEST_PREDICT_BOX_LISTS", "['demo_person_boxes.csv']", "AVA.LABEL_MAP_FILE",
+            "AVA.TEST_PREDICT_BOX_LISTS", "['demo_test_person_boxes.csv']", "AVA.LABEL_MAP_FILE",
             "demo_labelmap.pbtxt", "AVA.FPS", str(kwargs["fps"]), "AVA.DETECTION_SCORE_THRESH", "0.0"]
     assert train_net.main(["--cfg", cfg] + opts) == 0
     metrics = json.loads((tmp_path / "ava" / "metrics.json").read_text())

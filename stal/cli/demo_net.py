@@ -86,13 +86,13 @@ def export_demo_video(cfg, folder: str) -> None:
     """The demo's first test video as a lossless .mkv (frames at DEMO.FPS) and its person boxes CSV."""
 
     paths = demo_data(cfg)
-    video = sorted(os.listdir(paths.frames))[0]
-    frames = [read_image(p) for p in list_frames(os.path.join(paths.frames, video))]
+    video = sorted(os.listdir(paths.test.frames))[0]
+    frames = [read_image(p) for p in list_frames(os.path.join(paths.test.frames, video))]
     os.makedirs(folder, exist_ok=True)
     # Lossless (FFV1, RGB): the demo's 64-pixel actors are small enough that MPEG-4 at its best
     # quality (3.7 grey levels of error) flips the demo model's predictions.
     write_video(os.path.join(folder, f"{video}.mkv"), frames, fps=cfg.DEMO.FPS, codec="ffv1", pix_fmt="bgr0")
-    boxes = read_ava_csv(paths.person_boxes_csv)
+    boxes = read_ava_csv(paths.test.person_boxes_csv)
     rows = [f"{v},{int(second) - 900},{b[0]:.4f},{b[1]:.4f},{b[2]:.4f},{b[3]:.4f}\n"  # AVA seconds count from 900
             for v, second, b in zip(boxes.video, boxes.timestamp, boxes.boxes) if v == video]
     atomic_write_text(os.path.join(folder, f"{video}_boxes.csv"), "video,time,x1,y1,x2,y2\n" + "".join(rows))

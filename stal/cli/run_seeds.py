@@ -22,7 +22,7 @@ _CHECKOUT_TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(o
 
 from stal.engine.sweep import execute, markdown_table, plan_runs, summarize
 
-KEYS = ["frame_mAP", "off_target_energy", "input_grad_rms", "synth_val_accuracy", "synth_unbiased_accuracy"]
+KEYS = ["frame_mAP", "val_frame_mAP", "val_seen_frame_mAP", "off_target_energy", "input_grad_rms", "synth_val_accuracy", "synth_unbiased_accuracy"]
 
 
 def main(argv: list[str] | None = None) -> int:

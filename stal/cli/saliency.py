@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from stal.engine import builders
 from stal.engine.checkpoint import load_model_weights, load_newest
 from stal.errors import StalError
 from stal.io.atomic import atomic_open
+from stal.structures import clip_as_float
 
 SCALE = 3  # upscaling of the 64-pixel demo frames in the picture
 
@@ -97,10 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     cfg = runs[0][0]
-    data = data_build.build_synthesis_dataset(cfg, seed=args.seed, length=args.num)
-    data.scene_bias = 0.0
+    data = data_build.build_synthesis_dataset(cfg, seed=args.seed, length=args.num, scene_bias=0.0)
     batch = collate_train([data[i] for i in range(args.num)])
-    samples = [data.sample(i) for i in range(args.num)]
+    samples = [replace(s, clip=clip_as_float(s.clip)) for s in (data.sample(i) for i in range(args.num))]
     rows = [[keyframe_with_boxes(s.clip[s.keyframe], s.boxes[:, s.keyframe])] for s in samples]
     in_boxes = torch.from_numpy(np.stack([box_masks(s.boxes, *s.clip.shape[1:3]) for s in samples]))
     print("run | clip | energy on actors | energy in their boxes | p(true label) per actor")

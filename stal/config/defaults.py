@@ -149,8 +149,9 @@ _C.SYNTHESIS = CfgNode()
 _C.SYNTHESIS.ACTORS_MIN = 1
 # Most actors pasted on one background clip.
 _C.SYNTHESIS.ACTORS_MAX = 2
-# Probability that the background's scene type is the one paired with the first actor's
-# action (the synthesis bias of real tube collections); otherwise the scene is uniform.
+# Probability that the background's scene type is the one paired with the bottom actor's
+# action (the synthesis bias of real tube collections); otherwise the scene is uniform. Used
+# by scene-labelled background sources only (the demo's scenes); banks of footage ignore it.
 _C.SYNTHESIS.SCENE_BIAS = 0.9
 # Clips synthesized per training epoch.
 _C.SYNTHESIS.CLIPS_PER_EPOCH = 2000
@@ -294,11 +295,14 @@ _C.DEMO = CfgNode()
 _C.DEMO.SEED = 0
 # Where the demo data is generated (created on first use, reused afterwards).
 _C.DEMO.ROOT = "./datasets/demo"
-# Actor tubes per action class in the training bank.
-_C.DEMO.TUBES_PER_CLASS = 24
-# Background clips per scene type in the training bank.
+# Procedural training actors per action class, each rendered when first drawn (stal.demo.banks).
+# 4096 (E3, docs/efficacy.md; 24 before): a 15-epoch run draws about 45000 actors, so each is
+# seen a few times and a model cannot learn the actors instead of their motion.
+_C.DEMO.TUBES_PER_CLASS = 4096
+# Procedural training background clips per scene type.
 _C.DEMO.BACKGROUNDS_PER_SCENE = 12
-# Videos in the AVA-format test split (scenes independent of the actions).
+# Videos in each AVA-format evaluation split: test, val (generated like test, other actors and
+# scenes) and val_seen (the training actors); scenes independent of the actions.
 _C.DEMO.TEST_VIDEOS = 96
 # Keyframes (seconds) annotated per test video.
 _C.DEMO.TEST_KEYFRAMES = 3

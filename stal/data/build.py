@@ -21,7 +21,7 @@ from stal.data import images
 from stal.data.act import act_keyframe_dataset, index_paths
 from stal.data.ava import AvaKeyframeDataset
 from stal.data.cub import CubDataset, read_cub
-from stal.data.synthesized import DemoSynthesisDataset, SynthesisDataset
+from stal.data.synthesized import SynthesisDataset
 from stal.data.weak import WeakSynthesisDataset
 from stal.demo import banks
 from stal.demo.images import ensure_image_demo, load_image_demo
@@ -42,22 +42,21 @@ def counterfactual_enabled(cfg: CfgNode) -> bool:
 # --- the embedded demos -------------------------------------------------------------------
 
 def demo_data(cfg: CfgNode) -> DemoPaths:
-    """Generate (first use) or find the demo dataset of DEMO.SEED."""
+    """Generate (first use) or find the demo evaluation splits of DEMO.SEED."""
     return ensure_demo_data(
-        root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE,
-        tubes_per_class=cfg.DEMO.TUBES_PER_CLASS, backgrounds_per_scene=cfg.DEMO.BACKGROUNDS_PER_SCENE,
+        root=cfg.DEMO.ROOT, seed=cfg.DEMO.SEED, size=cfg.DATA.CROP_SIZE, tubes_per_class=cfg.DEMO.TUBES_PER_CLASS,
         test_videos=cfg.DEMO.TEST_VIDEOS, test_keyframes=cfg.DEMO.TEST_KEYFRAMES, fps=cfg.DEMO.FPS,
         max_actors=cfg.SYNTHESIS.ACTORS_MAX, pose_randomness=cfg.DEMO.POSE_RANDOMNESS)
 
 
-def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, counterfactual: bool = False):
-    """Demo clips synthesized from the bank with the training synthesis policy; with
-    ``counterfactual`` each item also carries the background-swapped rendering ``clip_cf``."""
-    return DemoSynthesisDataset(
-        bank_path=demo_data(cfg).bank, length=length, seed=seed, num_frames=cfg.DATA.NUM_FRAMES,
-        actors_min=cfg.SYNTHESIS.ACTORS_MIN, actors_max=cfg.SYNTHESIS.ACTORS_MAX,
-        scene_bias=cfg.SYNTHESIS.SCENE_BIAS, mean=cfg.DATA.MEAN, std=cfg.DATA.STD,
-        counterfactual=counterfactual)
+def build_synthesis_dataset(cfg: CfgNode, *, seed: int, length: int, counterfactual: bool = False,
+                            scene_bias: float | None = None) -> SynthesisDataset:
+    """Clips of the SYNTHESIS.* synthesizer (the demo's sources where no bank is set), drawn
+    with generator seed ``seed``; ``scene_bias`` overrides SYNTHESIS.SCENE_BIAS (0: the
+    unbiased held-out clips). With ``counterfactual`` each item also carries ``clip_cf``."""
+    synth, steps = build_synthesizer(cfg, scene_bias=scene_bias)
+    return SynthesisDataset(synthesizer=synth, transforms=steps, length=length, seed=seed, mean=cfg.DATA.MEAN,
+                            std=cfg.DATA.STD, counterfactual=counterfactual)
 
 
 def image_demo_path(cfg: CfgNode) -> str:
@@ -72,17 +71,24 @@ def image_demo_path(cfg: CfgNode) -> str:
 
 # --- synthesis from banks -----------------------------------------------------------------
 
+# Frames of the demo's training actors and scenes (a clip shows a random window of them).
+DEMO_SOURCE_FRAMES = 16
+
+
 def _bank_sources(cfg: CfgNode):
     """(tube source, background source): the SYNTHESIS.* banks, or the demo's procedural
-    actors / scenes where a bank path is empty."""
-    s, T = cfg.SYNTHESIS, cfg.DATA.NUM_FRAMES
+    training actors (DEMO.TUBES_PER_CLASS) / scenes (DEMO.BACKGROUNDS_PER_SCENE) where a bank
+    path is empty."""
+    s, d, T = cfg.SYNTHESIS, cfg.DEMO, cfg.DATA.NUM_FRAMES
+    frames = max(T, DEMO_SOURCE_FRAMES)
     tubes = (tube_bank.TubeBank(s.TUBE_BANK) if s.TUBE_BANK else
-             banks.demo_tubes(seed=cfg.DEMO.SEED, per_class=4, num_frames=max(T, 16),
-                              pose_randomness=cfg.DEMO.POSE_RANDOMNESS))
+             banks.ProceduralActors(seed=d.SEED, stream=banks.TRAIN_ACTORS, per_class=d.TUBES_PER_CLASS,
+                                    num_frames=frames, pose_randomness=d.POSE_RANDOMNESS))
     motion = bgs.CameraMotion(prob=s.CAMERA_MOTION_PROB, pan=s.CAMERA_PAN, zoom=s.CAMERA_ZOOM)
     backgrounds = (bgs.BackgroundBank(s.BACKGROUND_BANK, min_scale=s.BACKGROUND_MIN_SCALE, motion=motion)
                    if s.BACKGROUND_BANK else
-                   banks.demo_backgrounds(seed=cfg.DEMO.SEED, per_scene=2, num_frames=T, size=cfg.DATA.CROP_SIZE))
+                   banks.DemoScenes(seed=d.SEED, stream=banks.TRAIN_SCENES, per_scene=d.BACKGROUNDS_PER_SCENE,
+                                    num_frames=frames, size=cfg.DATA.CROP_SIZE))
     return tubes, backgrounds
 
 
@@ -101,7 +107,7 @@ def _synthesis_transforms(cfg: CfgNode) -> list:
 def labelmap_path(cfg: CfgNode) -> str:
     """The label map of TEST.DATASET (the names of the model's classes, in id order)."""
     if cfg.TEST.DATASET == "demo":
-        return demo_data(cfg).labelmap
+        return demo_data(cfg).test.labelmap
     if cfg.TEST.DATASET == "ava":
         return _ava_path(cfg, cfg.AVA.LABEL_MAP_FILE)
     if cfg.TEST.DATASET in _ACT_DATASETS:
@@ -133,9 +139,10 @@ def _check_bank_classes(cfg: CfgNode, tubes: tube_bank.TubeBank) -> None:
                         f"{pairs[j][1]!r}); rebuild the bank with that label map")
 
 
-def build_synthesizer(cfg: CfgNode):
+def build_synthesizer(cfg: CfgNode, *, scene_bias: float | None = None):
     """(synthesizer, transforms): the SYNTHESIS.* synthesizer (tube bank over background bank,
-    optionally mixed) and its provenance-aligned transforms."""
+    optionally mixed) and its provenance-aligned transforms; ``scene_bias`` overrides
+    SYNTHESIS.SCENE_BIAS (used by scene-labelled backgrounds only: the demo's)."""
     s, T, size = cfg.SYNTHESIS, cfg.DATA.NUM_FRAMES, cfg.DATA.CROP_SIZE
     tubes, backgrounds = _bank_sources(cfg)
     if s.TUBE_BANK:
@@ -147,7 +154,8 @@ def build_synthesizer(cfg: CfgNode):
     synth = paste.PasteSynthesizer(
         tubes=tubes, backgrounds=backgrounds, placement=spec, num_frames=T, height=size, width=size,
         num_classes=cfg.MODEL.NUM_CLASSES, multi_label=s.MULTI_LABEL, edge=s.EDGE, feather_radius=s.FEATHER_RADIUS,
-        colour_match=s.COLOUR_MATCH, interpolation=s.INTERPOLATION, clip_dtype="uint8")
+        colour_match=s.COLOUR_MATCH, interpolation=s.INTERPOLATION, clip_dtype="uint8",
+        scene_bias=s.SCENE_BIAS if scene_bias is None else scene_bias)
     if s.MIXER != "none":
         dur = (1.0, 1.0) if s.MIXER == "cutmix" else (s.MIX_DURATION_MIN, s.MIX_DURATION_MAX)
         # Weak supervision (MIL) labels clips from their actors, so every actor stays a source.
@@ -278,16 +286,10 @@ def _image_folder_eval(cfg: CfgNode) -> dict:
 
 # --- the dispatch -------------------------------------------------------------------------
 
-def _demo_train(cfg: CfgNode):
+def _synthesis_train(cfg: CfgNode):
+    """TRAIN.DATASET synthesis and demo: the demo is synthesis over the demo's sources."""
     return build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
                                    counterfactual=counterfactual_enabled(cfg))
-
-
-def _synthesis_train(cfg: CfgNode):
-    synth, steps = build_synthesizer(cfg)
-    return SynthesisDataset(synthesizer=synth, transforms=steps, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
-                            seed=cfg.RNG_SEED, mean=cfg.DATA.MEAN, std=cfg.DATA.STD,
-                            counterfactual=counterfactual_enabled(cfg))
 
 
 def _ava_train(cfg: CfgNode):
@@ -310,14 +312,18 @@ def build_weak_train_dataset(cfg: CfgNode):
                                 std=cfg.DATA.STD)
 
 
-def _demo_test(cfg: CfgNode) -> dict:
-    paths = demo_data(cfg)
+def _demo_split(cfg: CfgNode, name: str) -> dict:
+    split = demo_data(cfg).split(name)
     dataset = AvaKeyframeDataset(
-        frame_dir=paths.frames, table=read_ava_csv(paths.person_boxes_csv), fps=cfg.DEMO.FPS,
+        frame_dir=split.frames, table=read_ava_csv(split.person_boxes_csv), fps=cfg.DEMO.FPS,
         num_frames=cfg.DATA.NUM_FRAMES, sampling_rate=cfg.DATA.SAMPLING_RATE, crop_size=cfg.DATA.CROP_SIZE,
         mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
-    return {"dataset": dataset, "gt": read_ava_csv(paths.gt_csv),
-            "labelmap": read_labelmap(paths.labelmap), "excluded": set()}
+    return {"dataset": dataset, "gt": read_ava_csv(split.gt_csv),
+            "labelmap": read_labelmap(split.labelmap), "excluded": set()}
+
+
+def _demo_test(cfg: CfgNode) -> dict:
+    return _demo_split(cfg, "test")
 
 
 def _act_test(cfg: CfgNode) -> dict:
@@ -337,7 +343,7 @@ def _ava_test(cfg: CfgNode) -> dict:
 
 # TRAIN.DATASET -> builder of the training dataset (MODEL.MIL_POOLING wraps "synthesis" instead).
 TRAIN_DATASETS: dict[str, Callable[[CfgNode], object]] = {
-    "demo": _demo_train,
+    "demo": _synthesis_train,
     "ava": _ava_train,
     "ucf24": lambda cfg: _act_dataset(cfg, "ucf24", train=True),
     "jhmdb": lambda cfg: _act_dataset(cfg, "jhmdb", train=True),
@@ -369,6 +375,14 @@ def build_train_dataset(cfg: CfgNode):
 def build_test_split(cfg: CfgNode) -> dict:
     """The evaluated frame-mAP split: keyframe dataset over person boxes, ground truth, label map, exclusions."""
     return FRAME_MAP_TEST_DATASETS[cfg.TEST.DATASET](cfg)
+
+
+def build_val_splits(cfg: CfgNode) -> dict:
+    """{metric prefix: split} of the frame-mAP validation splits evaluated beside the test split:
+    the demo's "val_" (generated like the test split) and "val_seen_" (the training actors)."""
+    if cfg.TEST.DATASET != "demo":
+        return {}
+    return {"val_": _demo_split(cfg, "val"), "val_seen_": _demo_split(cfg, "val_seen")}
 
 
 def build_image_eval_splits(cfg: CfgNode) -> dict:

@@ -1,17 +1,23 @@
-"""The embedded demo: generated banks, an on-the-fly biased training set, an AVA-format test split.
+"""The embedded video demo's evaluation splits, written in AVA format from ``DEMO.SEED``.
 
-Everything is generated from ``DEMO.SEED`` on first use (a few seconds, no download) under
-``<root>/seed<SEED>_s<SIZE>/``:
+Training clips are not stored: ``TRAIN.DATASET demo`` is the production synthesis path (the
+:class:`stal.synthesis.paste.PasteSynthesizer`, its placement, compiled kernels and
+provenance) over the demo's procedural sources (:mod:`stal.demo.banks`), with scene k going
+with action k with probability SYNTHESIS.SCENE_BIAS. The evaluation splits are rendered by
+the same synthesizer, with scenes drawn independently of the actions (scene bias 0), and
+written on first use (seconds, no download) under ``<root>/v2_seed<S>_s<SIZE>_p<POSE>_n<TUBES>_a<ACTORS>/``:
 
-- ``train_bank.npz``: actor tubes (uint8 (N, 16, 28, 24, 4) RGBA) with action labels and
-  background clips (uint8 (M, 16, S, S, 3)) with scene types.
-- ``test/``: an AVA-format dataset with scenes drawn independently of the actions:
-  ``frames/<video>/<video>_%06d.jpg`` (1-based file numbers, frame index i is file i+1),
-  ``annotations/demo_test_gt.csv``, ``demo_person_boxes.csv`` (ground-truth boxes jittered,
-  with a score, like a person detector's output), ``demo_labelmap.pbtxt``.
+- ``test/``: new actors (their own stream) on new scenes: the reported ``frame_mAP``;
+- ``val/``: generated like ``test/`` from other streams: ``val_frame_mAP``, the split every
+  setting is chosen on;
+- ``val_seen/``: like ``val/`` but its actors are the training source's own actors (rendered
+  longer): ``val_seen_frame_mAP``; its gap to ``val_frame_mAP`` measures how much a model
+  memorized actors instead of learning the motion.
 
-Training clips are synthesized per sample from the bank: 1-2 actors over a background whose
-scene goes with the first actor's action with probability ``scene_bias``.
+Each split holds ``frames/<video>/<video>_%06d.jpg`` (1-based file numbers, frame index i is
+file i+1), ``annotations/demo_<split>_gt.csv``, ``demo_<split>_person_boxes.csv`` (the true
+boxes jittered by about 1% of the frame, with a score, like a person detector's output) and
+``demo_labelmap.pbtxt``.
 """
 
 from __future__ import annotations
@@ -24,208 +30,129 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from stal.demo.banks import (TEST_ACTORS, TEST_SCENES, TRAIN_ACTORS, VAL_ACTORS, VAL_SCENES, DemoScenes,
+                             ProceduralActors)
+from stal.demo.render import ACTIONS
 from stal.formats.ava import AvaTable, write_ava_csv, write_labelmap
-from stal.demo.render import ACTIONS, SCENES, TUBE_H, TUBE_W, render_actor, render_scene
-from stal.io.atomic import atomic_open
 from stal.progress import progress
-from stal.structures import Sample
-from stal.synthesis.compose import PlacedTube, composite, tube_boxes
+from stal.synthesis.paste import PasteSynthesizer
+from stal.synthesis.placement import PlacementSpec
 
-BANK_FRAMES = 16  # frames per bank tube / background clip
 FIRST_SECOND = 902  # AVA convention: annotated keyframes start at second 902 of a video
 VIDEO_START = 900  # second of the first extracted frame (AVA: 900)
+# Actor canvas height as a fraction of the frame in the evaluation splits; the demo configs
+# train with the same SYNTHESIS.SCALE_MIN / MAX.
+SPLIT_SCALE = (0.4, 0.5)
+# Actors per class that the test / validation splits draw from (new actors: a video's
+# actors are hardly ever drawn twice).
+NEW_ACTORS_PER_CLASS = 4096
+# split -> (actor stream, scene stream, stream of the placement draws)
+SPLITS = {"test": (TEST_ACTORS, TEST_SCENES, 2), "val": (VAL_ACTORS, VAL_SCENES, 3),
+          "val_seen": (TRAIN_ACTORS, VAL_SCENES, 4)}
 
 
 @dataclass
-class DemoPaths:
-    """Where one generated demo dataset lives."""
+class DemoSplit:
+    """Where one AVA-format evaluation split of the demo lives."""
 
     root: str
-
-    @property
-    def bank(self) -> str:
-        return os.path.join(self.root, "train_bank.npz")
+    name: str
 
     @property
     def frames(self) -> str:
-        return os.path.join(self.root, "test", "frames")
+        return os.path.join(self.root, self.name, "frames")
 
     @property
     def annotations(self) -> str:
-        return os.path.join(self.root, "test", "annotations")
+        return os.path.join(self.root, self.name, "annotations")
 
     @property
     def gt_csv(self) -> str:
-        return os.path.join(self.annotations, "demo_test_gt.csv")
+        return os.path.join(self.annotations, f"demo_{self.name}_gt.csv")
 
     @property
     def person_boxes_csv(self) -> str:
-        return os.path.join(self.annotations, "demo_person_boxes.csv")
+        return os.path.join(self.annotations, f"demo_{self.name}_person_boxes.csv")
 
     @property
     def labelmap(self) -> str:
         return os.path.join(self.annotations, "demo_labelmap.pbtxt")
+
+
+@dataclass
+class DemoPaths:
+    """Where one generated demo dataset lives: its splits and completion marker."""
+
+    root: str
+
+    def split(self, name: str) -> DemoSplit:
+        if name not in SPLITS:
+            raise ValueError(f"demo split {name!r}: expected one of {tuple(SPLITS)}")
+        return DemoSplit(self.root, name)
+
+    @property
+    def test(self) -> DemoSplit:
+        return self.split("test")
 
     @property
     def complete_marker(self) -> str:
         return os.path.join(self.root, "COMPLETE")
 
 
-def demo_paths(root: str, seed: int, size: int, pose_randomness: float = 1.0) -> DemoPaths:
-    """Each (seed, size, pose randomness) gets its own directory, so configs never share stale data."""
-    return DemoPaths(os.path.join(root, f"seed{seed}_s{size}_p{pose_randomness:g}"))
+def demo_paths(root: str, *, seed: int, size: int, pose_randomness: float, tubes_per_class: int,
+               max_actors: int) -> DemoPaths:
+    """Each setting that changes the written splits gets its own directory (no stale data)."""
+    return DemoPaths(os.path.join(root, f"v2_seed{seed}_s{size}_p{pose_randomness:g}_n{tubes_per_class}_a{max_actors}"))
 
 
-def _no_overlap_position(rng: np.random.Generator, size: int, taken: list[tuple[int, int]],
-                         tries: int = 30) -> tuple[int, int]:
-    """A (top, left) for a tube canvas whose rectangle avoids the ``taken`` canvases if possible."""
-    for _ in range(tries):
-        top, left = int(rng.integers(0, size - TUBE_H + 1)), int(rng.integers(0, size - TUBE_W + 1))
-        if all(abs(top - t) >= TUBE_H or abs(left - l) >= TUBE_W for t, l in taken):
-            return top, left
-    return top, left
-
-
-def generate_bank(path: str, *, seed: int, size: int, tubes_per_class: int,
-                  backgrounds_per_scene: int, pose_randomness: float) -> None:
-    """Write the training bank (actor tubes and background clips) to ``path`` (npz)."""
-    rng = np.random.default_rng([seed, 1])
-    labels = np.repeat(np.arange(len(ACTIONS)), tubes_per_class)
-    tubes = np.stack([render_actor(ACTIONS[c], BANK_FRAMES, rng, pose_randomness) for c in labels])
-    scenes = np.repeat(np.arange(len(SCENES)), backgrounds_per_scene)
-    backgrounds = np.stack([render_scene(SCENES[s], BANK_FRAMES, size, size, rng) for s in scenes])
-    with atomic_open(path, "wb") as f:
-        np.savez_compressed(f, tubes=(tubes * 255).round().astype(np.uint8), tube_labels=labels,
-                            backgrounds=(backgrounds * 255).round().astype(np.uint8), scenes=scenes)
-
-
-class DemoBank:
-    """The training bank in memory: tubes float32 (N, 16, 28, 24, 4), backgrounds (M, 16, S, S, 3)."""
-
-    def __init__(self, path: str):
-        with np.load(path) as data:
-            self.tubes = data["tubes"].astype(np.float32) / 255.0
-            self.tube_labels = data["tube_labels"].astype(np.int64)
-            self.backgrounds = data["backgrounds"].astype(np.float32) / 255.0
-            self.scenes = data["scenes"].astype(np.int64)
-        self.by_scene = [np.flatnonzero(self.scenes == s) for s in range(len(SCENES))]
-
-
-@dataclass
-class DemoLayout:
-    """The random choices behind one training clip, before compositing.
-
-    background: float32 (T, H, W, 3) in [0, 1], the clip's background window.
-    placed: the actor tubes, in paste order (later on top).
-    labels: int64 (K,) action of each tube (0-based).
-    """
-
-    background: np.ndarray
-    placed: list[PlacedTube]
-    labels: np.ndarray
-
-
-def draw_layout(bank: DemoBank, rng: np.random.Generator, *, num_frames: int,
-                num_actors: int, scene_bias: float) -> DemoLayout:
-    """Draw tubes, scene, background window and placement for one clip (see synthesize_sample)."""
-    size = bank.backgrounds.shape[2]
-    tube_ids = rng.integers(0, len(bank.tubes), size=num_actors)
-    labels = bank.tube_labels[tube_ids]
-    scene = int(labels[0]) if rng.uniform() < scene_bias else int(rng.integers(0, len(SCENES)))
-    bg = bank.backgrounds[rng.choice(bank.by_scene[scene])]
-    start = int(rng.integers(0, BANK_FRAMES - num_frames + 1))
-    placed: list[PlacedTube] = []
-    for tid in tube_ids:
-        t0 = int(rng.integers(0, BANK_FRAMES - num_frames + 1))
-        rgba = bank.tubes[tid, t0:t0 + num_frames]
-        if rng.uniform() < 0.5:
-            rgba = rgba[:, :, ::-1]
-        top, left = _no_overlap_position(rng, size, [(p.top, p.left) for p in placed])
-        placed.append(PlacedTube(np.ascontiguousarray(rgba), top, left))
-    return DemoLayout(background=bg[start:start + num_frames], placed=placed, labels=labels)
-
-
-def render_layout(layout: DemoLayout, background: np.ndarray | None = None) -> Sample:
-    """Composite the layout's tubes over its background (or over ``background``, same shape)."""
-    bg = layout.background if background is None else background
-    _, H, W, _ = bg.shape
-    clip, prov = composite(bg, layout.placed)
-    boxes = np.stack([tube_boxes(p, H, W) for p in layout.placed])
-    return Sample(clip=clip, boxes=boxes, labels=layout.labels, keyframe=len(bg) // 2, provenance=prov)
-
-
-def swapped_background(bank: DemoBank, rng: np.random.Generator, *, scene_of: np.ndarray,
-                       num_frames: int) -> np.ndarray:
-    """A background window (T, H, W, 3) whose scene differs from the one the layout's first
-    actor's action goes with: the counterfactual rendering that breaks the scene bias.
-
-    scene_of: the layout's labels (scene k goes with action k).
-    """
-    scene = int(rng.choice([s for s in range(len(SCENES)) if s != int(scene_of[0])]))
-    bg = bank.backgrounds[rng.choice(bank.by_scene[scene])]
-    start = int(rng.integers(0, BANK_FRAMES - num_frames + 1))
-    return bg[start:start + num_frames]
-
-
-def synthesize_sample(bank: DemoBank, rng: np.random.Generator, *, num_frames: int,
-                      num_actors: int, scene_bias: float) -> Sample:
-    """One training clip: ``num_actors`` tubes pasted on a background; keyframe = T // 2.
-
-    With probability ``scene_bias`` the background's scene is the one paired with the first
-    actor's action (scene k <-> action k); otherwise it is drawn uniformly.
-    """
-    return render_layout(draw_layout(bank, rng, num_frames=num_frames, num_actors=num_actors,
-                                     scene_bias=scene_bias))
+def split_synthesizer(name: str, *, seed: int, size: int, num_frames: int, max_actors: int,
+                      pose_randomness: float, tubes_per_class: int) -> PasteSynthesizer:
+    """The synthesizer of split ``name``: 1..max_actors static actors over any scene (bias 0)."""
+    actors, scenes, _ = SPLITS[name]
+    per_class = tubes_per_class if actors == TRAIN_ACTORS else NEW_ACTORS_PER_CLASS
+    spec = PlacementSpec(actors_min=1, actors_max=max_actors, scale_min=SPLIT_SCALE[0], scale_max=SPLIT_SCALE[1],
+                         trajectory="static", keep_inside=True, flip_prob=0.5)
+    return PasteSynthesizer(
+        tubes=ProceduralActors(seed=seed, stream=actors, per_class=per_class, num_frames=num_frames,
+                               pose_randomness=pose_randomness, cache_size=8),
+        backgrounds=DemoScenes(seed=seed, stream=scenes, per_scene=NEW_ACTORS_PER_CLASS, num_frames=num_frames,
+                               size=size, cache_size=1),
+        placement=spec, num_frames=num_frames, height=size, width=size, num_classes=len(ACTIONS),
+        clip_dtype="uint8", scene_bias=0.0)
 
 
 def _write_frames(directory: str, video: str, clip: np.ndarray) -> None:
-    """Write ``clip`` (T, H, W, 3) in [0, 1] as AVA-style JPEGs ``<video>_%06d.jpg`` (1-based)."""
+    """Write ``clip`` uint8 (T, H, W, 3) as AVA-style JPEGs ``<video>_%06d.jpg`` (1-based)."""
     os.makedirs(directory, exist_ok=True)
-    for t, frame in enumerate((clip * 255).round().astype(np.uint8)):
+    for t, frame in enumerate(clip):
         Image.fromarray(frame).save(os.path.join(directory, f"{video}_{t + 1:06d}.jpg"), quality=95)
 
 
-def _test_video(rng: np.random.Generator, *, size: int, num_frames: int,
-                max_actors: int, pose_randomness: float) -> tuple[np.ndarray, list[PlacedTube], np.ndarray]:
-    """One test video: a uniformly drawn scene, 1..max_actors actors with uniform actions."""
-    scene = SCENES[int(rng.integers(0, len(SCENES)))]
-    num_actors = int(rng.integers(1, max_actors + 1))
-    actions = rng.integers(0, len(ACTIONS), size=num_actors)
-    placed: list[PlacedTube] = []
-    for a in actions:
-        rgba = render_actor(ACTIONS[a], num_frames, rng, pose_randomness)
-        top, left = _no_overlap_position(rng, size, [(p.top, p.left) for p in placed])
-        placed.append(PlacedTube(rgba, top, left))
-    clip, _ = composite(render_scene(scene, num_frames, size, size, rng), placed)
-    return clip, placed, actions
-
-
-def generate_test_split(paths: DemoPaths, *, seed: int, size: int, num_videos: int,
-                        keyframes: int, fps: int, max_actors: int, pose_randomness: float) -> None:
-    """Write the AVA-format test split (frames, ground truth, person boxes, label map)."""
-    rng = np.random.default_rng([seed, 2])
+def generate_split(split: DemoSplit, *, seed: int, size: int, num_videos: int, keyframes: int, fps: int,
+                   max_actors: int, pose_randomness: float, tubes_per_class: int) -> None:
+    """Write one AVA-format split (frames, ground truth, person boxes, label map)."""
     last_second = FIRST_SECOND + keyframes - 1
     num_frames = (last_second - VIDEO_START + 1) * fps  # room for a centred clip at the end
+    synth = split_synthesizer(split.name, seed=seed, size=size, num_frames=num_frames, max_actors=max_actors,
+                              pose_randomness=pose_randomness, tubes_per_class=tubes_per_class)
+    rng = np.random.default_rng([seed, SPLITS[split.name][2]])
     gt_rows, det_rows = [], []
-    for v in progress(range(num_videos), desc="demo test split", unit="video", leave=False):
+    for v in progress(range(num_videos), desc=f"demo {split.name} split", unit="video", leave=False):
         video = f"demo{v:04d}"
-        clip, placed, actions = _test_video(rng, size=size, num_frames=num_frames, max_actors=max_actors,
-                                             pose_randomness=pose_randomness)
-        _write_frames(os.path.join(paths.frames, video), video, clip)
-        for k, (tube, action) in enumerate(zip(placed, actions)):
-            boxes = tube_boxes(tube, size, size)
+        sample = synth(rng)
+        _write_frames(os.path.join(split.frames, video), video, sample.clip)
+        for k, action in enumerate(sample.labels):
             for second in range(FIRST_SECOND, last_second + 1):
-                box = boxes[(second - VIDEO_START) * fps]
-                if np.isnan(box).any():
+                box = sample.boxes[k, (second - VIDEO_START) * fps]
+                if np.isnan(box).any():  # hidden behind the other actor in that frame
                     continue
                 gt_rows.append((video, second, box, int(action) + 1, k))
-                # A person detector's box: the true box, jittered by about 1% of the frame.
                 noisy = np.clip(box + rng.normal(0.0, 0.01, size=4), 0.0, 1.0)
                 det_rows.append((video, second, noisy, -1, rng.uniform(0.9, 1.0)))
-    os.makedirs(paths.annotations, exist_ok=True)
-    write_ava_csv(paths.gt_csv, _table(gt_rows), score=False)
-    write_ava_csv(paths.person_boxes_csv, _table(det_rows), score=True)
-    write_labelmap(paths.labelmap, {i + 1: name for i, name in enumerate(ACTIONS)})
+    os.makedirs(split.annotations, exist_ok=True)
+    write_ava_csv(split.gt_csv, _table(gt_rows), score=False)
+    write_ava_csv(split.person_boxes_csv, _table(det_rows), score=True)
+    write_labelmap(split.labelmap, {i + 1: name for i, name in enumerate(ACTIONS)})
 
 
 def _table(rows: list) -> AvaTable:
@@ -239,11 +166,11 @@ def _table(rows: list) -> AvaTable:
     )
 
 
-def ensure_demo_data(*, root: str, seed: int, size: int, tubes_per_class: int,
-                     backgrounds_per_scene: int, test_videos: int, test_keyframes: int,
-                     fps: int, max_actors: int, pose_randomness: float = 1.0) -> DemoPaths:
-    """Generate the demo data for ``seed`` under ``root`` unless a complete copy is there."""
-    paths = demo_paths(root, seed, size, pose_randomness)
+def ensure_demo_data(*, root: str, seed: int, size: int, tubes_per_class: int, test_videos: int,
+                     test_keyframes: int, fps: int, max_actors: int, pose_randomness: float = 1.0) -> DemoPaths:
+    """Write the demo's evaluation splits for ``seed`` under ``root`` unless a complete copy is there."""
+    paths = demo_paths(root, seed=seed, size=size, pose_randomness=pose_randomness,
+                       tubes_per_class=tubes_per_class, max_actors=max_actors)
     if os.path.exists(paths.complete_marker):
         return paths
     # Generate into a private directory and rename it into place: concurrent runs (seed
@@ -251,11 +178,10 @@ def ensure_demo_data(*, root: str, seed: int, size: int, tubes_per_class: int,
     os.makedirs(root, exist_ok=True)
     tmp = DemoPaths(tempfile.mkdtemp(prefix=".tmp_", dir=root))
     try:
-        generate_bank(tmp.bank, seed=seed, size=size, tubes_per_class=tubes_per_class,
-                      backgrounds_per_scene=backgrounds_per_scene, pose_randomness=pose_randomness)
-        generate_test_split(tmp, seed=seed, size=size, num_videos=test_videos,
-                            keyframes=test_keyframes, fps=fps, max_actors=max_actors,
-                            pose_randomness=pose_randomness)
+        for name in SPLITS:
+            generate_split(tmp.split(name), seed=seed, size=size, num_videos=test_videos, keyframes=test_keyframes,
+                           fps=fps, max_actors=max_actors, pose_randomness=pose_randomness,
+                           tubes_per_class=tubes_per_class)
         with open(tmp.complete_marker, "w") as f:
             f.write("ok\n")
         os.rename(tmp.root, paths.root)

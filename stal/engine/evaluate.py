@@ -144,6 +144,9 @@ def test(cfg: CfgNode, model: torch.nn.Module, *, out_dir: str | None, ctx: Dist
     if out_dir is not None and (ctx is None or ctx.is_main):
         write_ava_csv(os.path.join(out_dir, "detections.csv"), det, score=True)
     metrics.update(frame_mAP=result["frame_mAP"], per_class_AP=result["per_class_AP"])
+    for prefix, val in data_build.build_val_splits(cfg).items():
+        res, _ = evaluate_frame_map(model, val, batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC, ctx=ctx)
+        metrics.update({f"{prefix}frame_mAP": res["frame_mAP"], f"{prefix}per_class_AP": res["per_class_AP"]})
     if cfg.TRAIN.DATASET == "demo" and cfg.TEST.NUM_ENERGY_CLIPS > 0:
         metrics.update(_held_out_synthetic(cfg, model, ctx))
     else:
@@ -151,6 +154,13 @@ def test(cfg: CfgNode, model: torch.nn.Module, *, out_dir: str | None, ctx: Dist
     if split.get("files"):
         metrics["files"] = split["files"]
     return metrics
+
+
+def _held_out(cfg: CfgNode, *, scene_bias: float | None):
+    held_out = data_build.build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.TEST.NUM_ENERGY_CLIPS,
+                                                  scene_bias=scene_bias)
+    held_out.set_epoch(HELD_OUT_EPOCH)
+    return held_out
 
 
 def _held_out_synthetic(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext | None) -> dict:
@@ -164,12 +174,10 @@ def _held_out_synthetic(cfg: CfgNode, model: torch.nn.Module, ctx: DistContext |
     better-aimed gradient there is the model's, not its confidence's. All are validation data:
     method choices are made on them, never on the test split.
     """
-    held_out = data_build.build_synthesis_dataset(cfg, seed=cfg.RNG_SEED, length=cfg.TEST.NUM_ENERGY_CLIPS)
-    held_out.set_epoch(HELD_OUT_EPOCH)
     kwargs = dict(batch_size=cfg.TEST.BATCH_SIZE, loss_func=cfg.MODEL.LOSS_FUNC, score=cfg.GUIDANCE.SCORE, ctx=ctx)
-    out = evaluate_synthetic(model, held_out, **kwargs)
-    held_out.scene_bias = 0.0  # same seed and bank, scenes now independent of the actions
-    unbiased = evaluate_synthetic(model, held_out, **{**kwargs, "score": "logit"})
+    out = evaluate_synthetic(model, _held_out(cfg, scene_bias=None), **kwargs)
+    # Same seed and sources, scenes now independent of the actions.
+    unbiased = evaluate_synthetic(model, _held_out(cfg, scene_bias=0.0), **{**kwargs, "score": "logit"})
     out["synth_unbiased_accuracy"] = unbiased.get("synth_val_accuracy")
     out["off_target_energy_unbiased_logit"] = unbiased["off_target_energy"]
     out["input_grad_rms_unbiased_logit"] = unbiased["input_grad_rms"]

@@ -33,7 +33,11 @@ class Synthesizer(Protocol):
 
 
 class BackgroundSource(Protocol):
-    """Anything that returns a background clip uint8 (T, H, W, 3) drawn with ``rng``."""
+    """Anything that returns a background clip uint8 (T, H, W, 3) drawn with ``rng``.
+
+    A source with scene labels also has ``num_scenes`` and takes ``scene=k`` (a clip of scene
+    k; None: any), which :class:`PasteSynthesizer`'s ``scene_bias`` uses.
+    """
 
     def clip(self, rng: np.random.Generator, *, num_frames: int, height: int, width: int) -> np.ndarray: ...
 
@@ -147,12 +151,18 @@ class PasteSynthesizer:
     the provenance ids (NaN where a source owns no voxel), ``labels`` int64 (K,) (first label
     of each tube) or float32 multi-hot (K, C) when ``multi_label``, keyframe T // 2, and the
     provenance. Source k is layer k (later layers on top).
+
+    scene_bias: with a scene-labelled background source (``num_scenes``), the probability
+    that the background's scene is the one numbered like the bottom actor's class (scene k
+    goes with class k), else a clip of any scene: the scene bias of real tube collections,
+    which the embedded demo builds in. The actors are then placed before the background is
+    drawn. Ignored for sources without scene labels.
     """
 
     def __init__(self, *, tubes: TubeSource, backgrounds: BackgroundSource, placement: PlacementSpec,
                  num_frames: int, height: int, width: int, num_classes: int, multi_label: bool = False,
                  edge: str = "hard", feather_radius: int = 2, colour_match: float = 0.0,
-                 interpolation: str = "nearest", clip_dtype: str = "float32"):
+                 interpolation: str = "nearest", clip_dtype: str = "float32", scene_bias: float = 0.0):
         if edge not in EDGES:
             raise ValueError(f"edge {edge!r}: expected one of {EDGES}")
         if interpolation not in INTERPOLATIONS:
@@ -164,6 +174,9 @@ class PasteSynthesizer:
         self.num_classes, self.multi_label = num_classes, multi_label
         self.edge, self.feather_radius, self.colour_match = edge, feather_radius, colour_match
         self.interpolation, self.clip_dtype = interpolation, clip_dtype
+        if not 0.0 <= scene_bias <= 1.0:
+            raise ValueError(f"scene_bias must be in [0, 1], got {scene_bias}")
+        self.scene_bias = scene_bias
         classes = getattr(tubes, "classes", None)
         if classes is not None and len(classes) > num_classes:
             raise DataError(f"{getattr(tubes, 'root', 'tube bank')}: {len(classes)} classes {list(classes)}, "
@@ -175,9 +188,12 @@ class PasteSynthesizer:
                        f"{root}/{e['file']}" if root else e["file"]) for e in tubes.entries]
 
     def __call__(self, rng: np.random.Generator) -> Sample:
-        background = np.ascontiguousarray(self.backgrounds.clip(rng, num_frames=self.T, height=self.H, width=self.W))
-        placements = place_actors(rng, self.placement, tubes=self._meta, num_frames=self.T,
-                                  height=self.H, width=self.W)
+        if getattr(self.backgrounds, "num_scenes", 0):
+            placements = self._place(rng)
+            background = self._scene_background(rng, placements)
+        else:
+            background = self._background(rng)
+            placements = self._place(rng)
         # Colour matching compares the uint8 tube with the uint8 background (same value range),
         # whatever the clip dtype: keep the raw background for the layers.
         raw = background
@@ -193,6 +209,19 @@ class PasteSynthesizer:
         info = {"tubes": [self._meta[p.tube][4] for p in placements]}
         return Sample(clip=clip, boxes=boxes, labels=labels, keyframe=self.T // 2, provenance=prov,
                       background=background, info=info)
+
+    def _place(self, rng: np.random.Generator) -> list[Placement]:
+        return place_actors(rng, self.placement, tubes=self._meta, num_frames=self.T, height=self.H, width=self.W)
+
+    def _background(self, rng: np.random.Generator, **scene) -> np.ndarray:
+        return np.ascontiguousarray(self.backgrounds.clip(rng, num_frames=self.T, height=self.H, width=self.W, **scene))
+
+    def _scene_background(self, rng: np.random.Generator, placements: list[Placement]) -> np.ndarray:
+        """A clip of the bottom actor's class's scene with probability ``scene_bias``, else of any scene."""
+        label = self.tubes.entries[placements[0].tube]["labels"][0]
+        biased = rng.uniform() < self.scene_bias  # drawn always: the generator's stream is the same for any bias
+        scene = label if biased and label < self.backgrounds.num_scenes else None
+        return self._background(rng, scene=scene)
 
     def _compose_compiled(self, *, background: np.ndarray,
                           placements: list[Placement]) -> tuple[np.ndarray, Provenance, np.ndarray] | None:
