@@ -11,6 +11,8 @@ from stal.config import load_cfg
 from stal.data import build
 from stal.demo.banks import TRAIN_ACTORS, TRAIN_SCENES, DemoScenes, ProceduralActors
 from stal.demo.video import SPLITS, ensure_demo_data
+from stal.engine import builders
+from stal.engine.evaluate import test as evaluate_test
 from stal.formats.ava import read_ava_csv
 from stal.synthesis.paste import PasteSynthesizer
 
@@ -97,11 +99,8 @@ def test_splits_are_ava_format_deterministic_and_seeded(tiny_demo, tmp_path):
 
 
 def test_metrics_have_val_and_seen_frame_map(tmp_path):
-    from stal.engine import builders
-    from stal.engine.evaluate import test
-
     cfg = _cfg(tmp_path, "MODEL.ARCH", "small3d_tiny", "DEMO.TEST_VIDEOS", "2", "DEMO.TEST_KEYFRAMES", "1",
                "TEST.NUM_ENERGY_CLIPS", "2", "TEST.BATCH_SIZE", "2")
-    metrics = test(cfg, builders.build_model(cfg), out_dir=None)
+    metrics = evaluate_test(cfg, builders.build_model(cfg), out_dir=None)
     for key in ("frame_mAP", "val_frame_mAP", "val_seen_frame_mAP", "synth_unbiased_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0, key
