@@ -13,6 +13,7 @@ from stal.demo.banks import TRAIN_ACTORS, TRAIN_SCENES, DemoScenes, ProceduralAc
 from stal.demo.video import SPLITS, ensure_demo_data
 from stal.engine import builders
 from stal.engine.evaluate import test as evaluate_test
+from stal.errors import ConfigError
 from stal.formats.ava import read_ava_csv
 from stal.synthesis.paste import PasteSynthesizer
 
@@ -104,3 +105,9 @@ def test_metrics_have_val_and_seen_frame_map(tmp_path):
     metrics = evaluate_test(cfg, builders.build_model(cfg), out_dir=None)
     for key in ("frame_mAP", "val_frame_mAP", "val_seen_frame_mAP", "synth_unbiased_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0, key
+
+
+@pytest.mark.parametrize("key", ["DEMO.TUBES_PER_CLASS", "DEMO.BACKGROUNDS_PER_SCENE", "DEMO.TEST_VIDEOS"])
+def test_demo_sizes_must_be_positive(key):
+    with pytest.raises(ConfigError, match=f"{key} must be > 0, got 0"):
+        load_cfg("configs/demo_baseline.yaml", [key, "0"])
