@@ -18,7 +18,8 @@ TINY = ["MODEL.ARCH", "small3d_tiny", "MODEL.ROI_SIZE", "2", "DATA.CROP_SIZE", "
 ARMS = {
     "demo_baseline": (0.9, None, False, None),
     "demo_unbiased": (0.0, None, False, None),
-    "demo_guided": (0.9, "counterfactual", False, 1.0),
+    "demo_guided": (0.9, "counterfactual", True, 1.0),
+    "demo_guided_consistency_only": (0.9, "counterfactual", False, 1.0),
     "demo_cf_augment": (0.9, "counterfactual", True, 0.0),
     "demo_cf_augment_consistency": (0.9, "counterfactual", True, 1.0),
     "demo_guided_energy": (0.9, "exact", False, 0.1),
