@@ -35,7 +35,7 @@ def plan_runs(cfgs: list[str], seeds: list[int], *, out_root: str, opts: list[st
     """The grid cfgs x seeds; with ``fresh_data`` each seed also gets its own DEMO.SEED."""
     runs = []
     for cfg in cfgs:
-        name = os.path.splitext(os.path.basename(cfg))[0]
+        name = config_name(cfg)
         for seed in seeds:
             extra = list(opts) + (["DEMO.SEED", str(seed)] if fresh_data else [])
             runs.append(RunSpec(cfg, seed, tuple(extra), os.path.join(out_root, f"{name}_seed{seed}")))
@@ -75,16 +75,58 @@ def summarize(runs: list[RunSpec], keys: list[str]) -> dict:
     return table
 
 
-def markdown_table(summary: dict, keys: list[str]) -> str:
-    """A markdown table: one row per config and metric, seeds as columns, then mean +- std."""
+def config_name(cfg: str) -> str:
+    """The name a run directory and ``--diff`` use for a config: its file name without .yaml."""
+    return os.path.splitext(os.path.basename(cfg))[0]
+
+
+def paired_difference(summary: dict, *, first: str, second: str, key: str) -> dict:
+    """``first - second`` of ``key`` per seed, in points (x 100), over the seeds where both ran.
+
+    ``first`` / ``second``: config names (:func:`config_name`) of ``summary``'s configs. Returns
+    {"per_seed": {seed: points}, "mean", "std" (sample; None below 2 seeds), "ahead": seeds
+    with first > second}. The pairing is by seed because each seed has its own data.
+    """
+    rows = {config_name(cfg): row for cfg, row in summary.items()}
+    missing = [name for name in (first, second) if name not in rows]
+    if missing:
+        raise ValueError(f"--diff names {', '.join(missing)}: not among the configs {sorted(rows)}")
+    a, b = rows[first][key]["per_seed"], rows[second][key]["per_seed"]
+    per_seed = {s: 100.0 * (a[s] - b[s]) for s in a if a[s] is not None and b.get(s) is not None}
+    values = list(per_seed.values())
+    return {"per_seed": per_seed, "mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "ahead": sum(v > 0 for v in values)}
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else (f"{v:.3f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.1e}")
+
+
+def _fmt_points(v: float | None) -> str:
+    return "–" if v is None else f"{v:+.1f}"
+
+
+def markdown_table(summary: dict, keys: list[str], diffs: list[tuple[str, str]] = ()) -> str:
+    """A markdown table: one row per config and metric, seeds as columns, then mean +- std.
+
+    ``diffs``: (first, second) config names; each adds one row per key with the paired
+    difference in points (:func:`paired_difference`) and on how many seeds first is ahead.
+    """
     seeds = sorted({s for row in summary.values() for s in next(iter(row.values()))["per_seed"]})
     lines = ["| config | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",
              "|---|---|" + "---|" * (len(seeds) + 1)]
-    fmt = lambda v: "–" if v is None else (f"{v:.3f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.1e}")  # noqa: E731
     for cfg, row in summary.items():
         for key in keys:
             stats = row[key]
-            cells = [fmt(stats["per_seed"].get(s)) for s in seeds]
-            spread = f"{fmt(stats['mean'])} ± {fmt(stats['std'])}"
+            cells = [_fmt(stats["per_seed"].get(s)) for s in seeds]
+            spread = f"{_fmt(stats['mean'])} ± {_fmt(stats['std'])}"
             lines.append(f"| {os.path.basename(cfg)} | {key} | " + " | ".join(cells) + f" | {spread} |")
+    for first, second in diffs:
+        for key in keys:
+            d = paired_difference(summary, first=first, second=second, key=key)
+            cells = [_fmt_points(d["per_seed"].get(s)) for s in seeds]
+            std = "–" if d["std"] is None else f"{d['std']:.1f}"
+            spread = f"{_fmt_points(d['mean'])} ± {std} (ahead on {d['ahead']} of {len(d['per_seed'])})"
+            lines.append(f"| {first} - {second} | {key}, points | " + " | ".join(cells) + f" | {spread} |")
     return "\n".join(lines)
