@@ -49,7 +49,9 @@ def execute(runs: list[RunSpec], *, train: list[str], jobs: int, threads: int) -
 
     def one(run: RunSpec) -> int:
         os.makedirs(run.output_dir, exist_ok=True)
-        with open(os.path.join(run.output_dir, "stdout.txt"), "w") as log:
+        # Appended: a sweep started again resumes its runs (TRAIN.AUTO_RESUME), and their
+        # first part's log stays.
+        with open(os.path.join(run.output_dir, "stdout.txt"), "a") as log:
             code = subprocess.call(run.command(train), stdout=log, stderr=subprocess.STDOUT, env=env)
         print(f"[{'ok' if code == 0 else f'exit {code}'}] {' '.join(run.command(train)[1:])}", flush=True)
         return code
