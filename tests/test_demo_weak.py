@@ -127,6 +127,11 @@ def test_the_benchmark_layout_keys_are_checked_at_load(repo_root, opts, match):
     assert "\n" not in str(err.value)
 
 
+def test_counterfactual_guidance_is_refused_for_the_weak_benchmark(repo_root):
+    with pytest.raises(ConfigError, match="counterfactual is not implemented for MODEL.MIL_POOLING"):
+        _dataset(repo_root, "GUIDANCE.MODE", "counterfactual", "GUIDANCE.LAMBDA_RULE", "fixed", name="demo_weak_guided")
+
+
 def test_placement_x_range_keeps_the_canvas_in_its_columns():
     tubes = [(8, 28, 24, 28, "t")]
     spec = PlacementSpec(actors_min=3, actors_max=3, scale_min=0.4, scale_max=0.5, trajectory="linear",

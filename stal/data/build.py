@@ -326,14 +326,14 @@ def _ava_train(cfg: CfgNode):
 def build_weak_train_dataset(cfg: CfgNode):
     """Clip-level labels for a MIL detector (MODEL.MIL_POOLING): synthesized clips in the weak
     layout of :mod:`stal.data.weak` (one label row per clip; the actors' boxes are proposals)."""
-    if cfg.TRAIN.DATASET == "demo_weak":
-        return _demo_weak_train(cfg)
-    if cfg.TRAIN.DATASET != "synthesis":
+    if cfg.TRAIN.DATASET not in ("synthesis", "demo_weak"):
         raise ConfigError(f"MODEL.MIL_POOLING {cfg.MODEL.MIL_POOLING} trains on clip-level labels, which "
                           f"TRAIN.DATASET synthesis or demo_weak provides; TRAIN.DATASET {cfg.TRAIN.DATASET} "
                           f"labels boxes")
     if counterfactual_enabled(cfg):
         raise ConfigError("GUIDANCE.MODE counterfactual is not implemented for MODEL.MIL_POOLING; use exact or fd")
+    if cfg.TRAIN.DATASET == "demo_weak":
+        return _demo_weak_train(cfg)
     if cfg.TEST.ENABLE and cfg.TEST.DATASET in _ACT_DATASETS:
         _act_paths(cfg, cfg.TEST.DATASET)  # a missing test index fails now, not after training
     synth, steps = build_synthesizer(cfg)
