@@ -18,15 +18,16 @@ from stal.data.synthesized import sample_rng
 from stal.data.weak import clip_label
 from stal.demo import banks
 from stal.errors import ConfigError, DataError
-from stal.synthesis.placement import PlacementSpec, place_actors
+from stal.synthesis.placement import PlacementSpec, column_range, place_actors
 
 SIZE, T = 32, 4
 SMALL = ["DATA.CROP_SIZE", str(SIZE), "DATA.NUM_FRAMES", str(T), "DEMO.TUBES_PER_CLASS", "4",
          "DEMO.BACKGROUNDS_PER_SCENE", "1"]
 
 
-def _dataset(repo_root, *opts, name="demo_weak_batchmix"):
-    cfg = load_cfg(os.path.join(repo_root, "configs", f"{name}.yaml"), SMALL + list(opts))
+def _dataset(repo_root, *opts, name="demo_weak_batchmix", size=SIZE):
+    opts = SMALL + ["DATA.CROP_SIZE", str(size)] + list(opts)
+    cfg = load_cfg(os.path.join(repo_root, "configs", f"{name}.yaml"), opts)
     return cfg, build_train_dataset(cfg)
 
 
@@ -54,9 +55,10 @@ def _scene_of(cfg, background, cols):
     return found[0]
 
 
-def test_partner_item_layout_label_mix_and_region_provenance(repo_root):
-    _, ds = _dataset(repo_root)
-    half, partner_larger = SIZE // 2, 0
+@pytest.mark.parametrize("size", [SIZE, 35])  # odd: the halves are [0, W // 2) and [W // 2, W)
+def test_partner_item_layout_label_mix_and_region_provenance(repo_root, size):
+    _, ds = _dataset(repo_root, size=size)
+    SIZE, half, partner_larger = size, size // 2, 0
     for i in range(24):
         item, s = ds[i], ds.sample(i)
         side, first, second = _parts(ds, i)
@@ -142,6 +144,9 @@ def test_placement_x_range_keeps_the_canvas_in_its_columns():
     with pytest.raises(DataError, match="larger than"):
         wide = PlacementSpec(actors_min=1, actors_max=1, scale_min=0.9, scale_max=0.9, x_range=(0.0, 0.25))
         place_actors(np.random.default_rng(0), wide, tubes=tubes, num_frames=T, height=64, width=64)
+    for width in (32, 35):  # the halves meet at W // 2, where the partner's cuboid starts or ends
+        assert column_range(PlacementSpec(x_range=(0.0, 0.5)), width) == (0, width // 2)
+        assert column_range(PlacementSpec(x_range=(0.5, 1.0)), width) == (width // 2, width)
     with pytest.raises(ValueError, match="x_range"):
         PlacementSpec(x_range=(0.6, 0.5))
 

@@ -205,7 +205,7 @@ class HalfFramePartnerMix:
         cuboid = [0, T, 0, H, W // 2, W] if side == 0 else [0, T, 0, H, 0, W // 2]
         taken = cuboid_mask((T, H, W), cuboid)
         clip = np.where(taken[..., None], second.clip, first.clip)
-        info = {"cuboid_tyx": cuboid, "first_side": side, "partner_scene_class": label,
+        info = {"cuboid_tyx": cuboid, "first_side": side, "partner_scene_paired_with": label,
                 "first": first.info, "second": second.info}
         return _all_sources(first, second, clip, taken, self.num_classes, info)
 

@@ -34,7 +34,7 @@ class PlacementSpec:
     occlusion: "random" (draw order = order drawn) or "depth" (lower feet are in front).
     strict_length: a tube longer than the clip is an error instead of a random crop.
     x_range: (first, last) fraction of the clip width the canvas is placed in: its columns
-        stay within ``[round(first * W), round(last * W))`` (up to half the canvas outside
+        stay within ``[floor(first * W), floor(last * W))`` (up to half the canvas outside
         without ``keep_inside``); (0, 1) is the whole frame (the same draws as without it).
     """
 
@@ -104,7 +104,7 @@ def _visible_run(rng: np.random.Generator, spec: PlacementSpec, T: int, n: int, 
 
 def column_range(spec: PlacementSpec, width: int) -> tuple[int, int]:
     """[x0, x1): the columns of a ``width``-pixel frame that ``spec.x_range`` places canvases in."""
-    return int(round(spec.x_range[0] * width)), int(round(spec.x_range[1] * width))
+    return int(spec.x_range[0] * width), int(spec.x_range[1] * width)  # floor: (0.5, 1) is [W // 2, W)
 
 
 def _positions(rng: np.random.Generator, spec: PlacementSpec, T: int, H: int, W: int,
