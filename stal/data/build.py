@@ -110,6 +110,8 @@ def build_partner_synthesizer(cfg: CfgNode) -> mixing.HalfFramePartnerMix:
     SYNTHESIS.SCENE_BIAS. The other SYNTHESIS placement keys apply to both clips."""
     s = cfg.SYNTHESIS
     tubes, backgrounds = _bank_sources(cfg)
+    if s.TUBE_BANK:
+        _check_bank_classes(cfg, tubes)
 
     def half(side: int, scene_bias: float) -> paste.PasteSynthesizer:
         spec = placement.PlacementSpec(
