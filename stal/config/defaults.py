@@ -24,9 +24,10 @@ _C.LOG_PERIOD = 10
 _C.TRAIN = CfgNode()
 # Run training (False: only evaluate the checkpoint in TEST.CHECKPOINT_FILE_PATH / OUTPUT_DIR).
 _C.TRAIN.ENABLE = True
-# Training data: "demo" (synthesized on the fly from the embedded demo banks), "synthesis"
-# (SYNTHESIS.* banks), "ava" (AVA.*), "ucf24" (UCF24.*) or "jhmdb" (JHMDB.*); see
-# docs/datasets.md for preparing each.
+# Training data: "demo" (synthesized on the fly from the embedded demo banks), "demo_weak" (the
+# demo's partner-scene BatchMix weak STAL benchmark: clip labels only, MODEL.MIL_POOLING,
+# docs/weak_demo.md), "synthesis" (SYNTHESIS.* banks), "ava" (AVA.*), "ucf24" (UCF24.*) or
+# "jhmdb" (JHMDB.*); see docs/datasets.md for preparing each.
 _C.TRAIN.DATASET = "demo"
 # Clips per optimizer step, summed over all processes and accumulation steps (as in
 # PySlowFast, divided among the processes): the same value trains the same way on any number
@@ -106,7 +107,7 @@ _C.MODEL.DROPOUT_RATE = 0.0
 _C.MODEL.ROI_SIZE = 4
 # Weak supervision (clip labels only): pool each clip's per-proposal scores with "max", "lse"
 # or "mean" multiple-instance pooling into one score row per clip ("": off, one row per box).
-# Needs TRAIN.DATASET "synthesis" (one label per clip, the actors' boxes as proposals).
+# Needs TRAIN.DATASET "synthesis" or "demo_weak" (one label per clip, the actors' boxes as proposals).
 _C.MODEL.MIL_POOLING = ""
 # Local pretrained weights loaded at build time: stal, pytorchvideo, PySlowFast (.pyth) or
 # torchvision file, keys mapped and reported (docs/models.md); "": random init. No downloads.

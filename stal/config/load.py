@@ -185,6 +185,7 @@ def validate_cfg(cfg: CfgNode) -> None:
     if not 0.0 <= cfg.SYNTHESIS.SCENE_BIAS <= 1.0:
         raise ConfigError(f"SYNTHESIS.SCENE_BIAS must be in [0, 1], got {cfg.SYNTHESIS.SCENE_BIAS}")
     _validate_partner(cfg)
+    _validate_demo_weak(cfg, get)
     if not 1 <= cfg.SYNTHESIS.ACTORS_MIN <= cfg.SYNTHESIS.ACTORS_MAX:
         raise ConfigError("need 1 <= SYNTHESIS.ACTORS_MIN <= SYNTHESIS.ACTORS_MAX, got "
                           f"{cfg.SYNTHESIS.ACTORS_MIN} and {cfg.SYNTHESIS.ACTORS_MAX}")
@@ -199,6 +200,27 @@ def validate_cfg(cfg: CfgNode) -> None:
     _validate_steps(cfg)
     if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3:
         raise ConfigError("DATA.MEAN and DATA.STD must have 3 values (RGB)")
+
+
+# TRAIN.DATASET demo_weak fixes these keys (the benchmark's layout, docs/weak_demo.md): two actors
+# per clip, one per half; the half-frame cuboid over every frame; one class per actor; no
+# transforms after the mix (the regions are read from the cuboid).
+_DEMO_WEAK_FIXED = {"SYNTHESIS.MIXER": "batchmix", "SYNTHESIS.ACTORS_MIN": 2, "SYNTHESIS.ACTORS_MAX": 2,
+                    "SYNTHESIS.MIX_AREA_MIN": 0.5, "SYNTHESIS.MIX_AREA_MAX": 0.5, "SYNTHESIS.MIX_DURATION_MIN": 1.0,
+                    "SYNTHESIS.MIX_DURATION_MAX": 1.0, "SYNTHESIS.KEEP_INSIDE": True, "SYNTHESIS.MULTI_LABEL": False,
+                    "SYNTHESIS.CROP_SCALE_MIN": 1.0, "SYNTHESIS.HFLIP_PROB": 0.0, "MODEL.LOSS_FUNC": "softmax"}
+
+
+def _validate_demo_weak(cfg: CfgNode, get) -> None:
+    """TRAIN.DATASET demo_weak: MIL pooling on, and the keys of :data:`_DEMO_WEAK_FIXED` as stated."""
+    if cfg.TRAIN.DATASET != "demo_weak":
+        return
+    if not cfg.MODEL.MIL_POOLING:
+        raise ConfigError("TRAIN.DATASET demo_weak has clip-level labels only: set MODEL.MIL_POOLING (max, lse or mean)")
+    for key, value in _DEMO_WEAK_FIXED.items():
+        if get(key) != value:
+            raise ConfigError(f"TRAIN.DATASET demo_weak needs {key} {value!r} (the benchmark's layout, "
+                              f"docs/weak_demo.md), got {get(key)!r}")
 
 
 def _validate_partner(cfg: CfgNode) -> None:

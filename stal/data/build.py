@@ -22,7 +22,7 @@ from stal.data.act import act_keyframe_dataset, index_paths
 from stal.data.ava import AvaKeyframeDataset
 from stal.data.cub import CubDataset, read_cub
 from stal.data.synthesized import SynthesisDataset
-from stal.data.weak import WeakSynthesisDataset
+from stal.data.weak import RegionWeakDataset, WeakSynthesisDataset
 from stal.demo import banks
 from stal.demo.images import ensure_image_demo, load_image_demo
 from stal.demo.video import DemoPaths, ensure_demo_data
@@ -92,6 +92,38 @@ def _bank_sources(cfg: CfgNode):
     return tubes, backgrounds
 
 
+def _paste_synthesizer(cfg: CfgNode, tubes, backgrounds, *, spec: placement.PlacementSpec,
+                       scene_bias: float) -> paste.PasteSynthesizer:
+    """A PasteSynthesizer of the SYNTHESIS.* edge / colour / label settings with placement ``spec``."""
+    s, size = cfg.SYNTHESIS, cfg.DATA.CROP_SIZE
+    return paste.PasteSynthesizer(
+        tubes=tubes, backgrounds=backgrounds, placement=spec, num_frames=cfg.DATA.NUM_FRAMES, height=size,
+        width=size, num_classes=cfg.MODEL.NUM_CLASSES, multi_label=s.MULTI_LABEL, edge=s.EDGE,
+        feather_radius=s.FEATHER_RADIUS, colour_match=s.COLOUR_MATCH, interpolation=s.INTERPOLATION,
+        clip_dtype="uint8", scene_bias=scene_bias)
+
+
+def build_partner_synthesizer(cfg: CfgNode) -> mixing.HalfFramePartnerMix:
+    """TRAIN.DATASET demo_weak: the partner-scene BatchMix pairs (stal.synthesis.mixing.HalfFramePartnerMix)
+    over the demo's sources. Each source clip has one actor inside its half of the frame; the
+    first clip's scene is uniform, the partner's goes with the first clip's label with probability
+    SYNTHESIS.SCENE_BIAS. The other SYNTHESIS placement keys apply to both clips."""
+    s = cfg.SYNTHESIS
+    tubes, backgrounds = _bank_sources(cfg)
+    if s.TUBE_BANK:
+        _check_bank_classes(cfg, tubes)
+
+    def half(side: int, scene_bias: float) -> paste.PasteSynthesizer:
+        spec = placement.PlacementSpec(
+            actors_min=1, actors_max=1, scale_min=s.SCALE_MIN, scale_max=s.SCALE_MAX, trajectory=s.TRAJECTORY,
+            max_drift=s.MAX_DRIFT, partial_prob=s.PARTIAL_PROB, keep_inside=True, flip_prob=s.FLIP_PROB,
+            strict_length=s.STRICT_LENGTH, x_range=(0.5 * side, 0.5 * side + 0.5))
+        return _paste_synthesizer(cfg, tubes, backgrounds, spec=spec, scene_bias=scene_bias)
+
+    return mixing.HalfFramePartnerMix(halves=(half(0, 0.0), half(1, 0.0)),
+                                      partners=(half(0, s.SCENE_BIAS), half(1, s.SCENE_BIAS)))
+
+
 def _synthesis_transforms(cfg: CfgNode) -> list:
     """The provenance-aligned clip transforms of SYNTHESIS.CROP_SCALE_MIN / HFLIP_PROB."""
     s, size = cfg.SYNTHESIS, cfg.DATA.CROP_SIZE
@@ -143,7 +175,7 @@ def build_synthesizer(cfg: CfgNode, *, scene_bias: float | None = None):
     """(synthesizer, transforms): the SYNTHESIS.* synthesizer (tube bank over background bank,
     optionally mixed) and its provenance-aligned transforms; ``scene_bias`` overrides
     SYNTHESIS.SCENE_BIAS (used by scene-labelled backgrounds only: the demo's)."""
-    s, T, size = cfg.SYNTHESIS, cfg.DATA.NUM_FRAMES, cfg.DATA.CROP_SIZE
+    s = cfg.SYNTHESIS
     tubes, backgrounds = _bank_sources(cfg)
     if s.TUBE_BANK:
         _check_bank_classes(cfg, tubes)
@@ -151,11 +183,8 @@ def build_synthesizer(cfg: CfgNode, *, scene_bias: float | None = None):
         actors_min=s.ACTORS_MIN, actors_max=s.ACTORS_MAX, scale_min=s.SCALE_MIN, scale_max=s.SCALE_MAX,
         trajectory=s.TRAJECTORY, max_drift=s.MAX_DRIFT, partial_prob=s.PARTIAL_PROB, keep_inside=s.KEEP_INSIDE,
         flip_prob=s.FLIP_PROB, occlusion=s.OCCLUSION, strict_length=s.STRICT_LENGTH)
-    synth = paste.PasteSynthesizer(
-        tubes=tubes, backgrounds=backgrounds, placement=spec, num_frames=T, height=size, width=size,
-        num_classes=cfg.MODEL.NUM_CLASSES, multi_label=s.MULTI_LABEL, edge=s.EDGE, feather_radius=s.FEATHER_RADIUS,
-        colour_match=s.COLOUR_MATCH, interpolation=s.INTERPOLATION, clip_dtype="uint8",
-        scene_bias=s.SCENE_BIAS if scene_bias is None else scene_bias)
+    synth = _paste_synthesizer(cfg, tubes, backgrounds, spec=spec,
+                               scene_bias=s.SCENE_BIAS if scene_bias is None else scene_bias)
     if s.MIXER != "none":
         dur = (1.0, 1.0) if s.MIXER == "cutmix" else (s.MIX_DURATION_MIN, s.MIX_DURATION_MAX)
         # Weak supervision (MIL) labels clips from their actors, so every actor stays a source.
@@ -299,17 +328,30 @@ def _ava_train(cfg: CfgNode):
 def build_weak_train_dataset(cfg: CfgNode):
     """Clip-level labels for a MIL detector (MODEL.MIL_POOLING): synthesized clips in the weak
     layout of :mod:`stal.data.weak` (one label row per clip; the actors' boxes are proposals)."""
-    if cfg.TRAIN.DATASET != "synthesis":
+    if cfg.TRAIN.DATASET not in ("synthesis", "demo_weak"):
         raise ConfigError(f"MODEL.MIL_POOLING {cfg.MODEL.MIL_POOLING} trains on clip-level labels, which "
-                          f"TRAIN.DATASET synthesis provides; TRAIN.DATASET {cfg.TRAIN.DATASET} labels boxes")
+                          f"TRAIN.DATASET synthesis or demo_weak provides; TRAIN.DATASET {cfg.TRAIN.DATASET} "
+                          f"labels boxes")
     if counterfactual_enabled(cfg):
         raise ConfigError("GUIDANCE.MODE counterfactual is not implemented for MODEL.MIL_POOLING; use exact or fd")
+    if cfg.TRAIN.DATASET == "demo_weak":
+        return _demo_weak_train(cfg)
     if cfg.TEST.ENABLE and cfg.TEST.DATASET in _ACT_DATASETS:
         _act_paths(cfg, cfg.TEST.DATASET)  # a missing test index fails now, not after training
     synth, steps = build_synthesizer(cfg)
     return WeakSynthesisDataset(synthesizer=synth, transforms=steps, length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
                                 seed=cfg.RNG_SEED, num_classes=cfg.MODEL.NUM_CLASSES, mean=cfg.DATA.MEAN,
                                 std=cfg.DATA.STD)
+
+
+def _demo_weak_train(cfg: CfgNode) -> RegionWeakDataset:
+    """TRAIN.DATASET demo_weak: partner-scene BatchMix pairs in the weak layout with region
+    provenance (stal.data.weak.region_weak_item; docs/weak_demo.md)."""
+    if not cfg.MODEL.MIL_POOLING:
+        raise ConfigError("TRAIN.DATASET demo_weak has clip-level labels only: set MODEL.MIL_POOLING (max, lse or mean)")
+    return RegionWeakDataset(synthesizer=build_partner_synthesizer(cfg), length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
+                             seed=cfg.RNG_SEED, num_classes=cfg.MODEL.NUM_CLASSES, mean=cfg.DATA.MEAN,
+                             std=cfg.DATA.STD)
 
 
 def _demo_split(cfg: CfgNode, name: str) -> dict:
@@ -341,9 +383,11 @@ def _ava_test(cfg: CfgNode) -> dict:
             "excluded": read_excluded(excl) if os.path.isfile(excl) else set()}
 
 
-# TRAIN.DATASET -> builder of the training dataset (MODEL.MIL_POOLING wraps "synthesis" instead).
+# TRAIN.DATASET -> builder of the training dataset (MODEL.MIL_POOLING wraps "synthesis" instead;
+# "demo_weak" is weak only).
 TRAIN_DATASETS: dict[str, Callable[[CfgNode], object]] = {
     "demo": _synthesis_train,
+    "demo_weak": _demo_weak_train,
     "ava": _ava_train,
     "ucf24": lambda cfg: _act_dataset(cfg, "ucf24", train=True),
     "jhmdb": lambda cfg: _act_dataset(cfg, "jhmdb", train=True),

@@ -21,6 +21,12 @@ The clip label (:func:`clip_label`): single-label, the class whose sources have 
 visible weight in the whole clip (ties: the lower class), so a BatchMix cuboid that covers
 most of one clip's actor hands the clip to the other clip's action; multi-label, every class
 of a visible source.
+
+Region provenance (:func:`region_weak_item`, the partner-scene benchmark ``TRAIN.DATASET
+demo_weak``): the clip label is the *first* input's actor's class (source 0), the proposals
+are every actor's keyframe box, and the target is the BatchMix region (inside or outside the
+cuboid ``info["cuboid_tyx"]``, every voxel of it, background included) of each actor carrying
+that label: the first clip's half, or the whole frame when the partner's actor has the same class.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from stal.data.batch import normalize_clip
 from stal.data.synthesized import SynthesisDataset, sample_rng
 from stal.errors import DataError
 from stal.structures import Sample, clip_as_float
+from stal.synthesis.mixing import cuboid_mask
 from stal.synthesis.transforms import apply
 
 
@@ -68,6 +75,34 @@ def weak_item(sample: Sample, *, num_classes: int, mean: Sequence[float], std: S
             "mask": torch.from_numpy(mask), "source_masks": torch.from_numpy(mask[None])}
 
 
+def region_weak_item(sample: Sample, *, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """One training item of the weak layout with region provenance from a BatchMix sample whose
+    sources each lie wholly on one side of its cuboid (:class:`stal.synthesis.mixing.HalfFramePartnerMix`).
+
+    labels int64 (1,): the class of source 0 (the first input's actor). boxes (P, 4): every
+    source visible at the keyframe, input pixels x1, y1, x2, y2. mask (T, H, W) and
+    source_masks (1, T, H, W): 1 over the cuboid side (inside = from the second input) of each
+    source with that label, 0 elsewhere. Needs single-label sources and no transforms after
+    the mix (the cuboid is read from ``info``).
+    """
+    T, H, W, _ = sample.clip.shape
+    labels = np.asarray(sample.labels)
+    if labels.ndim != 1 or "cuboid_tyx" not in sample.info:
+        raise DataError("region provenance needs single-label sources and a BatchMix cuboid (info['cuboid_tyx'])")
+    taken = cuboid_mask((T, H, W), sample.info["cuboid_tyx"])
+    carriers = np.flatnonzero(labels == labels[0])
+    inside = (sample.provenance.sources_alpha(carriers) * taken).sum((1, 2, 3)) > 0  # per carrier: its side
+    mask = np.zeros((T, H, W), np.float32)
+    mask[taken] = float(inside.any())
+    mask[~taken] = float((~inside).any())
+    key = sample.boxes[:, sample.keyframe]
+    proposals = key[~np.isnan(key).any(1)] * np.array([W, H, W, H], np.float32)
+    return {"clip": normalize_clip(clip_as_float(sample.clip), mean, std),
+            "boxes": torch.from_numpy(np.ascontiguousarray(proposals, np.float32)),
+            "labels": torch.from_numpy(labels[:1].astype(np.int64)),
+            "mask": torch.from_numpy(mask), "source_masks": torch.from_numpy(mask[None])}
+
+
 class WeakSynthesisDataset(SynthesisDataset):
     """``length`` weakly labelled items per epoch from ``synthesizer`` followed by ``transforms``.
 
@@ -96,3 +131,11 @@ class WeakSynthesisDataset(SynthesisDataset):
 
     def __getitem__(self, index: int) -> dict:
         return weak_item(self.sample(index), num_classes=self.num_classes, mean=self.mean, std=self.std)
+
+
+class RegionWeakDataset(WeakSynthesisDataset):
+    """:class:`WeakSynthesisDataset` whose items are :func:`region_weak_item`: the label of the
+    first input's actor, the target its BatchMix region (``TRAIN.DATASET demo_weak``)."""
+
+    def __getitem__(self, index: int) -> dict:
+        return region_weak_item(self.sample(index), mean=self.mean, std=self.std)

@@ -159,6 +159,57 @@ class DifferenceMask:
                             {"difference_threshold": self.threshold})
 
 
+def cuboid_mask(shape: tuple[int, int, int], cuboid_tyx: list[int]) -> np.ndarray:
+    """bool (T, H, W): True inside the cuboid ``[t0, t1, y0, y1, x0, x1]`` (``info["cuboid_tyx"]``
+    of a BatchMix sample: frames t0..t1-1, rows y0..y1-1, columns x0..x1-1, from the second input)."""
+    t0, t1, y0, y1, x0, x1 = cuboid_tyx
+    taken = np.zeros(shape, bool)
+    taken[t0:t1, y0:y1, x0:x1] = True
+    return taken
+
+
+class SceneSynthesizer(Protocol):
+    """A synthesizer whose scene can be paired with a given class (:class:`stal.synthesis.paste.PasteSynthesizer`)."""
+
+    def __call__(self, rng: np.random.Generator, *, scene_class: int | None = None) -> Sample: ...
+
+
+class HalfFramePartnerMix:
+    """``synth(rng) -> Sample``: the partner-scene BatchMix pair of weak STAL (issue 18).
+
+    halves[s] and partners[s] (s = 0 left, 1 right) render a one-actor clip whose actor stays
+    inside half s of the frame (columns ``[0, W // 2)`` / ``[W // 2, W)``): ``halves`` over a
+    scene independent of the actor, ``partners`` over the scene of ``scene_class`` with their
+    own scene bias (rho) else any scene. A draw: the side s of the first clip (uniform), the
+    first clip from ``halves[s]``, its actor's class y (the label), the partner clip from
+    ``partners[1 - s]`` with ``scene_class=y``; the partner's half is pasted into the first
+    clip in every frame (a half-frame BatchMix cuboid, ``info["cuboid_tyx"]``). So the pasted
+    half's scene goes with the first clip's label with probability rho + (1 - rho) / scenes,
+    while the first clip's own scene is uniform.
+
+    The Sample keeps both actors as sources (:func:`_all_sources`): source 0 the first clip's
+    actor, source 1 the partner's; labels int64 (2,) (``num_classes`` None) as drawn.
+    """
+
+    def __init__(self, *, halves: tuple[SceneSynthesizer, SceneSynthesizer],
+                 partners: tuple[SceneSynthesizer, SceneSynthesizer], num_classes: int | None = None):
+        self.halves, self.partners, self.num_classes = tuple(halves), tuple(partners), num_classes
+
+    def __call__(self, rng: np.random.Generator) -> Sample:
+        side = int(rng.integers(0, 2))
+        first = self.halves[side](rng)
+        label = int(np.asarray(first.labels)[0])
+        second = self.partners[1 - side](rng, scene_class=label)
+        _check_pair(first, second)
+        T, H, W = first.clip.shape[:3]
+        cuboid = [0, T, 0, H, W // 2, W] if side == 0 else [0, T, 0, H, 0, W // 2]
+        taken = cuboid_mask((T, H, W), cuboid)
+        clip = np.where(taken[..., None], second.clip, first.clip)
+        info = {"cuboid_tyx": cuboid, "first_side": side, "partner_scene_paired_with": label,
+                "first": first.info, "second": second.info}
+        return _all_sources(first, second, clip, taken, self.num_classes, info)
+
+
 class MixingSynthesizer:
     """``synth(rng) -> Sample``: draw two samples from ``source`` and mix them."""
 

@@ -156,7 +156,9 @@ class PasteSynthesizer:
     that the background's scene is the one numbered like the bottom actor's class (scene k
     goes with class k), else a clip of any scene: the scene bias of real tube collections,
     which the embedded demo builds in. The actors are then placed before the background is
-    drawn. Ignored for sources without scene labels.
+    drawn. Ignored for sources without scene labels. ``synth(rng, scene_class=c)`` pairs the
+    scene with class c instead of the bottom actor's (a partner clip whose scene goes with
+    another clip's label: :class:`stal.synthesis.mixing.HalfFramePartnerMix`).
     """
 
     def __init__(self, *, tubes: TubeSource, backgrounds: BackgroundSource, placement: PlacementSpec,
@@ -187,10 +189,10 @@ class PasteSynthesizer:
         self._meta = [(e["frames"], e["height"], e["width"], e.get("actor_height", e["height"]),
                        f"{root}/{e['file']}" if root else e["file"]) for e in tubes.entries]
 
-    def __call__(self, rng: np.random.Generator) -> Sample:
+    def __call__(self, rng: np.random.Generator, *, scene_class: int | None = None) -> Sample:
         if getattr(self.backgrounds, "num_scenes", 0):
             placements = self._place(rng)
-            background = self._scene_background(rng, placements)
+            background = self._scene_background(rng, placements, scene_class)
         else:
             background = self._background(rng)
             placements = self._place(rng)
@@ -216,9 +218,11 @@ class PasteSynthesizer:
     def _background(self, rng: np.random.Generator, **scene) -> np.ndarray:
         return np.ascontiguousarray(self.backgrounds.clip(rng, num_frames=self.T, height=self.H, width=self.W, **scene))
 
-    def _scene_background(self, rng: np.random.Generator, placements: list[Placement]) -> np.ndarray:
-        """A clip of the bottom actor's class's scene with probability ``scene_bias``, else of any scene."""
-        label = self.tubes.entries[placements[0].tube]["labels"][0]
+    def _scene_background(self, rng: np.random.Generator, placements: list[Placement],
+                          scene_class: int | None = None) -> np.ndarray:
+        """A clip of the scene of ``scene_class`` (None: the bottom actor's class) with probability
+        ``scene_bias``, else of any scene."""
+        label = self.tubes.entries[placements[0].tube]["labels"][0] if scene_class is None else int(scene_class)
         biased = rng.uniform() < self.scene_bias  # drawn always: the generator's stream is the same for any bias
         scene = label if biased and label < self.backgrounds.num_scenes else None
         return self._background(rng, scene=scene)

@@ -33,6 +33,9 @@ class PlacementSpec:
     flip_prob: probability of mirroring an actor horizontally.
     occlusion: "random" (draw order = order drawn) or "depth" (lower feet are in front).
     strict_length: a tube longer than the clip is an error instead of a random crop.
+    x_range: (first, last) fraction of the clip width the canvas is placed in: its columns
+        stay within ``[floor(first * W), floor(last * W))`` (up to half the canvas outside
+        without ``keep_inside``); (0, 1) is the whole frame (the same draws as without it).
     """
 
     actors_min: int = 1
@@ -47,6 +50,7 @@ class PlacementSpec:
     flip_prob: float = 0.5
     occlusion: str = "random"
     strict_length: bool = False
+    x_range: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
         if not 1 <= self.actors_min <= self.actors_max:
@@ -57,6 +61,8 @@ class PlacementSpec:
             raise ValueError(f"trajectory {self.trajectory!r}: expected one of {TRAJECTORIES}")
         if self.occlusion not in OCCLUSIONS:
             raise ValueError(f"occlusion {self.occlusion!r}: expected one of {OCCLUSIONS}")
+        if not 0.0 <= self.x_range[0] < self.x_range[1] <= 1.0:
+            raise ValueError(f"need 0 <= x_range[0] < x_range[1] <= 1, got {tuple(self.x_range)}")
 
 
 @dataclass
@@ -96,12 +102,19 @@ def _visible_run(rng: np.random.Generator, spec: PlacementSpec, T: int, n: int, 
     return start, length, first
 
 
+def column_range(spec: PlacementSpec, width: int) -> tuple[int, int]:
+    """[x0, x1): the columns of a ``width``-pixel frame that ``spec.x_range`` places canvases in."""
+    return int(spec.x_range[0] * width), int(spec.x_range[1] * width)  # floor: (0.5, 1) is [W // 2, W)
+
+
 def _positions(rng: np.random.Generator, spec: PlacementSpec, T: int, H: int, W: int,
                h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame integer (top, left) of an (h, w) canvas, static or drifting linearly."""
+    """Per-frame integer (top, left) of an (h, w) canvas, static or drifting linearly, inside
+    the columns of ``spec.x_range``."""
     slack_y, slack_x = (0, 0) if spec.keep_inside else (h // 2, w // 2)
+    c0, c1 = column_range(spec, W)
     lo_y, hi_y = -slack_y, H - h + slack_y
-    lo_x, hi_x = -slack_x, W - w + slack_x
+    lo_x, hi_x = c0 - slack_x, c1 - w + slack_x
     y0, x0 = rng.uniform(lo_y, hi_y), rng.uniform(lo_x, hi_x)
     y1, x1 = y0, x0
     if spec.trajectory == "linear":
@@ -127,9 +140,10 @@ def place_actors(rng: np.random.Generator, spec: PlacementSpec, *, tubes: list[t
         n, ch, cw, actor_h, path = tubes[int(tube)]
         h, w = scaled_size(canvas=(ch, cw), actor_height=actor_h,
                            fraction=rng.uniform(spec.scale_min, spec.scale_max), clip_height=H)
-        if spec.keep_inside and (h > H or w > W):
-            raise DataError(f"{path}: actor canvas scaled to {h}x{w} is larger than the {H}x{W} "
-                            f"frame (lower SYNTHESIS.SCALE_MAX or crop the tube)")
+        c0, c1 = column_range(spec, W)
+        if spec.keep_inside and (h > H or w > c1 - c0):
+            raise DataError(f"{path}: actor canvas scaled to {h}x{w} is larger than the {H}x{c1 - c0} "
+                            f"frame region (lower SYNTHESIS.SCALE_MAX or crop the tube)")
         start, length, first = _visible_run(rng, spec, T, n, path)
         frames = np.full(T, -1, np.int64)
         frames[start:start + length] = np.arange(first, first + length)
