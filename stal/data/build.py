@@ -346,9 +346,8 @@ def build_weak_train_dataset(cfg: CfgNode):
 
 def _demo_weak_train(cfg: CfgNode) -> RegionWeakDataset:
     """TRAIN.DATASET demo_weak: partner-scene BatchMix pairs in the weak layout with region
-    provenance (stal.data.weak.region_weak_item; docs/weak_demo.md)."""
-    if not cfg.MODEL.MIL_POOLING:
-        raise ConfigError("TRAIN.DATASET demo_weak has clip-level labels only: set MODEL.MIL_POOLING (max, lse or mean)")
+    provenance (stal.data.weak.region_weak_item; docs/weak_demo.md). MODEL.MIL_POOLING is
+    required by the config check (stal.config.load._validate_demo_weak)."""
     return RegionWeakDataset(synthesizer=build_partner_synthesizer(cfg), length=cfg.SYNTHESIS.CLIPS_PER_EPOCH,
                              seed=cfg.RNG_SEED, num_classes=cfg.MODEL.NUM_CLASSES, mean=cfg.DATA.MEAN,
                              std=cfg.DATA.STD)
